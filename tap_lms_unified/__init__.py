@@ -1,0 +1,1 @@
+"""Singer tap for the unified LMS APIs of Kombo and Bindbee."""
