@@ -1,0 +1,528 @@
+"""Shared HTTP behaviour of every stream: auth, cursor paging, retries, errors, rows."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import tempfile
+import threading
+import time
+import typing as t
+from contextlib import nullcontext
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from http import HTTPStatus
+from urllib.parse import urlparse
+
+import msgspec
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from singer_sdk.helpers.types import Context
+
+    from tap_lms_unified.tap import TapLmsUnified
+
+LOGGER = logging.getLogger("tap-lms-unified")
+_DECODE = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder()
+
+
+# ---------------------------------------------------------------- errors
+
+
+class LmsAPIError(FatalAPIError):
+    """An error the provider answered and retrying cannot fix."""
+
+
+class AuthenticationError(LmsAPIError):
+    """401/403: the API key or the connector token was refused."""
+
+
+class IntegrationNotReadyError(LmsAPIError):
+    """The provider has not finished the integration's first sync (Kombo 409)."""
+
+
+class PaginationLoopError(LmsAPIError):
+    """The API sent back the cursor it was given: paging would never end."""
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def utc_iso(value: object) -> str | None:
+    """Return `value` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC), or None when it is no timestamp.
+
+    One fixed format matters: the SDK compares bookmark strings as strings.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    # Fast path for the APIs' usual `2024-01-01T10:00:00.123Z`.
+    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value[10] == "T":
+        return value[:23] + "000Z"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (OverflowError, ValueError):  # e.g. year 0001 with a positive offset
+        return None
+
+
+def format_updated_after(moment: datetime) -> str:
+    """Kombo's filter format: `2024-01-01T00:00:00.000Z` (it rejects `+00:00`)."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# ---------------------------------------------------------------- secrets
+
+
+class Redactor:
+    """Replaces every configured secret in a text before it is logged or raised."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+# ---------------------------------------------------------------- rate budget
+
+
+class RateBudget:
+    """Keeps one tenant under its request budget, proactively and from the API's headers.
+
+    `per_minute` caps requests in any rolling 60 s window (Bindbee: 200 per token).
+    After each response the provider's `*ratelimit-remaining`/`-reset` headers are read:
+    when nothing remains, the next request waits for the reset (Kombo sends these).
+    """
+
+    def __init__(self, per_minute: int | None, *, reset_is_epoch: bool = False) -> None:
+        self.per_minute = per_minute
+        self.window = 60.0
+        self.reset_is_epoch = reset_is_epoch
+        self._sent: list[float] = []
+        self._not_before = 0.0
+        self._lock = threading.Lock()
+        self.waited_seconds = 0.0
+
+    def acquire(self) -> None:
+        """Block until one more request fits the budget, then count it."""
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                wait = self._not_before - now
+                if self.per_minute:
+                    self._sent = [s for s in self._sent if s > now - self.window]
+                    if len(self._sent) >= self.per_minute:
+                        # A small margin: the server's clock starts its window a bit later.
+                        margin = min(1.0, self.window * 0.02)
+                        wait = max(wait, self._sent[0] + self.window + margin - now)
+                if wait <= 0:
+                    self._sent.append(now)
+                    return
+                self.waited_seconds += wait
+                time.sleep(wait)
+
+    def observe(self, response: requests.Response) -> None:
+        """Respect the provider's own view of the budget for the next request."""
+        headers = response.headers
+        remaining = headers.get("ratelimit-remaining") or headers.get("x-ratelimit-remaining")
+        if remaining is None or not remaining.strip().isdigit() or int(remaining) > 0:
+            return
+        wait = reset_seconds(response, reset_is_epoch=self.reset_is_epoch)
+        if wait is not None:
+            with self._lock:
+                self._not_before = max(self._not_before, time.monotonic() + wait)
+
+
+def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float | None:
+    """Seconds to wait according to `Retry-After` or the rate-limit reset header."""
+    headers = response.headers
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        if retry_after.strip().replace(".", "", 1).isdigit():
+            return float(retry_after)
+        when = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
+        if when is not None:
+            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
+    if reset and reset.strip().replace(".", "", 1).isdigit():
+        value = float(reset)
+        # Bindbee sends Unix seconds; Kombo sends seconds from now. A huge value is a date.
+        if reset_is_epoch or value > 1_000_000_000:
+            return max(0.0, value - time.time())
+        return value
+    return None
+
+
+class BudgetedSession(requests.Session):
+    """A session that asks the tenant's budget before every request, retries included."""
+
+    def __init__(self, budget: RateBudget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        self.budget.acquire()
+        response = super().send(request, **kwargs)
+        self.budget.observe(response)
+        return response
+
+
+# ---------------------------------------------------------------- paging
+
+
+class CursorPaginator(BaseAPIPaginator[str | None]):
+    """Follows the body's cursor until it is null; an empty page with a cursor is not the end."""
+
+    def __init__(self, stream: LmsStream) -> None:
+        super().__init__(None)
+        self.stream = stream
+
+    def get_next(self, response: requests.Response) -> str | None:
+        return self.stream.next_cursor(self.stream.page_body(response))
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        return self.get_next(response) is not None
+
+    def advance(self, response: requests.Response) -> None:
+        # Overridden to raise a clear, typed error instead of the SDK's bare RuntimeError.
+        sent = self.current_value
+        following = self.get_next(response)
+        if following is not None and following == sent:
+            msg = (
+                f"{self.stream.endpoint} returned the cursor it was sent: a pagination loop "
+                f"(page {self.count + 1}). Stopping instead of fetching the same page forever."
+            )
+            raise PaginationLoopError(msg)
+        super().advance(response)
+
+
+# ---------------------------------------------------------------- streams
+
+
+class LmsStream(RESTStream[str | None]):
+    """Base stream: one provider endpoint, paged by cursor, rows normalised for targets."""
+
+    _tap: TapLmsUnified
+    #: Fields that are timestamps in our schema, normalised to UTC ISO-8601.
+    datetime_fields: t.ClassVar[tuple[str, ...]] = ()
+    #: Request log metrics name only the path (never query strings).
+    _LOG_REQUEST_METRIC_URLS = False
+
+    # -- provider specifics (kombo.py / bindbee.py) ---------------------------------
+
+    def provider_headers(self) -> dict[str, str]:
+        """Headers that identify the tenant (X-Integration-Id / x-connector-token)."""
+        raise NotImplementedError
+
+    def results(self, body: t.Any) -> list[dict]:
+        """The records of one decoded page; raises on a body that is not the envelope."""
+        raise NotImplementedError
+
+    def next_cursor(self, body: t.Any) -> str | None:
+        """The cursor of the next page, None on the last one."""
+        raise NotImplementedError
+
+    def error_details(self, body: t.Any) -> tuple[str | None, str]:
+        """(error code, human message) from the provider's error body."""
+        raise NotImplementedError
+
+    def rows(self, record: dict) -> Iterator[dict]:
+        """This stream's rows from one API record (nested streams yield several)."""
+        yield self.normalise(record)
+
+    # -- SDK hooks -------------------------------------------------------------------
+
+    @property
+    def url_base(self) -> str:
+        return self._tap.base_url
+
+    @property
+    def endpoint(self) -> str:
+        """`GET <path>` as named in logs and errors."""
+        return f"GET {self.path}"
+
+    @cached_property
+    def authenticator(self) -> BearerTokenAuthenticator:
+        return BearerTokenAuthenticator(token=self.config["api_key"])
+
+    @property
+    def http_headers(self) -> dict:
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        headers.update(self.provider_headers())
+        return headers
+
+    @property
+    def user_agent(self) -> str:
+        return str(self.config.get("user_agent") or f"tap-lms-unified/{self._tap.plugin_version}")
+
+    @property
+    def requests_session(self) -> requests.Session:
+        # One session per tenant, shared by all streams: connection reuse and one budget.
+        return self._tap.session
+
+    @property
+    def timeout(self) -> int:
+        return int(self.config.get("request_timeout", 60))
+
+    def get_new_paginator(self) -> CursorPaginator:
+        return CursorPaginator(self)
+
+    def page_body(self, response: requests.Response) -> t.Any:
+        """The decoded JSON body, decoded once and shared by the paginator and the parser."""
+        cached = response.__dict__.get("_lms_body", _MISSING)
+        if cached is _MISSING:
+            cached = _DECODE.decode(response.content)
+            response.__dict__["_lms_body"] = cached
+        return cached
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        return self.results(self.page_body(response))
+
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status < HTTPStatus.BAD_REQUEST:
+            self._validate_body(response)
+            return
+        body = _decode_or_none(response)
+        code, message = self.error_details(body) if body is not None else (None, "")
+        text = self.error_text(response, code, message)
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            if code and code.startswith("INTEGRATION."):
+                raise IntegrationNotReadyError(text)
+            raise RetriableAPIError(text, response)
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            raise AuthenticationError(text)
+        if status == HTTPStatus.CONFLICT or (code or "").startswith("INTEGRATION.SETUP"):
+            raise IntegrationNotReadyError(text)
+        raise LmsAPIError(text)
+
+    def _validate_body(self, response: requests.Response) -> None:
+        """A 200 must carry the provider's JSON envelope; a proxy's HTML page is retried."""
+        try:
+            body = self.page_body(response)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            kind = response.headers.get("content-type", "unknown content type")
+            msg = (
+                f"{self.endpoint} returned HTTP {response.status_code} with a body that is not "
+                f"JSON ({kind}, {len(response.content)} bytes): retrying"
+            )
+            raise RetriableAPIError(msg, response) from exc
+        try:
+            self.results(body)
+            self.next_cursor(body)
+        except (KeyError, TypeError, AttributeError) as exc:
+            keys = sorted(body)[:5] if isinstance(body, dict) else type(body).__name__
+            msg = (
+                f"{self.endpoint} returned HTTP {response.status_code} but not the "
+                f"{self._tap.provider_label} envelope (got {keys})"
+            )
+            raise LmsAPIError(msg) from exc
+
+    def error_text(self, response: requests.Response, code: str | None, message: str) -> str:
+        """`GET /lms/users → HTTP 401 PLATFORM.X: message`, with secrets redacted."""
+        reason = f" {code}" if code else ""
+        detail = f": {message}" if message else f": {response.reason}"
+        text = f"{self.endpoint} → HTTP {response.status_code}{reason}{detail}"
+        if response.status_code == HTTPStatus.UNAUTHORIZED:
+            text += f" — check the api_key{self._tap.tenant_setting_hint}"
+        return self._tap.redact(text)
+
+    def response_error_message(self, response: requests.Response) -> str:
+        # Overridden: the SDK's default embeds the whole body, which may echo secrets.
+        body = _decode_or_none(response)
+        code, message = self.error_details(body) if body is not None else (None, "")
+        return self.error_text(response, code, message)
+
+    # -- retries: wait as the provider says, capped, a bounded number of times ------------
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 5)) + 1
+
+    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
+        cap = float(self.config.get("max_retry_wait_seconds", 300))
+        attempt = 0
+        exception = yield 0.0  # primed by backoff with send(None)
+        while True:
+            attempt += 1
+            wait = None
+            if isinstance(exception, RetriableAPIError) and exception.response is not None:
+                wait = reset_seconds(exception.response, reset_is_epoch=self._tap.reset_is_epoch)
+            if wait is None:
+                wait = float(min(2 ** (attempt - 1), 60))
+            self._tap.metrics.retries += 1
+            if (
+                isinstance(exception, RetriableAPIError)
+                and exception.response is not None
+                and exception.response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+            ):
+                self._tap.metrics.throttled += 1
+            exception = yield min(wait, cap)
+
+    def backoff_jitter(self, value: float) -> float:
+        # A small jitter on top of the provider's wait, never below it.
+        return value + min(1.0, value * 0.1)
+
+    def backoff_handler(self, details: t.Any) -> None:
+        exc = details.get("exception")
+        self.log(
+            "Retrying %s in %.1f s (try %d): %s",
+            self.endpoint,
+            details.get("wait") or 0.0,
+            details.get("tries") or 0,
+            self._tap.redact(str(exc) if exc else "transient error"),
+            level=logging.WARNING,
+        )
+
+    # -- rows ------------------------------------------------------------------------
+
+    def normalise(self, record: dict) -> dict:
+        """Timestamps to UTC ISO-8601, so targets type them as timestamps."""
+        for name in self.datetime_fields:
+            value = record.get(name)
+            if value is not None:
+                record[name] = utc_iso(value)
+                if record[name] is None:
+                    self.log(
+                        "Field %s of a %s record is not a timestamp (%r): emitted as null",
+                        name,
+                        self.name,
+                        str(value)[:40],
+                        level=logging.WARNING,
+                    )
+        return record
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        for record in self.request_records(context):
+            yield from self.rows(record)
+
+
+class WalkStream(LmsStream):
+    """A stream that shares one walk of its endpoint with a partner stream.
+
+    Kombo nests progress in users and revisions in courses. When both streams of a pair
+    are selected the endpoint is walked once: the stream synced first (the SDK syncs in
+    name order) writes its partner's rows to a temporary spool file, which the partner
+    then reads. Memory stays flat and each stream keeps the SDK's own sync, state and
+    SCHEMA handling.
+    """
+
+    partner: t.ClassVar[str]
+    #: The partner this stream's walk is feeding, while it walks.
+    walk_partner: LmsStream | None = None
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        spool = self._tap.spools.pop(self.name, None)
+        if spool is not None:
+            yield from spool.read()
+            return
+        partner = self._tap.streams.get(self.partner)
+        feed = (
+            partner
+            if isinstance(partner, WalkStream)
+            and partner.selected
+            and partner.name not in self._tap.synced_walks
+            else None
+        )
+        self._tap.synced_walks.add(self.name)
+        self.walk_partner = feed
+        with Spool() if feed else nullcontext() as out:
+            for record in self.request_records(context):
+                if feed is not None and out is not None:
+                    out.write(feed.rows(record))
+                yield from self.rows(record)
+        if feed is not None and out is not None:
+            self._tap.spools[feed.name] = out.detach()
+            self._tap.synced_walks.add(feed.name)
+
+
+class Spool:
+    """Rows written to an anonymous temporary file and read back once."""
+
+    def __init__(self) -> None:
+        self._file: t.IO[bytes] | None = tempfile.TemporaryFile(prefix="tap-lms-unified-")  # noqa: SIM115 (the spool outlives this call)
+        self.count = 0
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, rows: Iterable[dict]) -> None:
+        assert self._file is not None
+        for row in rows:
+            self._file.write(_ENCODE.encode(row) + b"\n")
+            self.count += 1
+
+    def detach(self) -> Spool:
+        """Hand the file over to a new owner (the partner stream) and forget it here."""
+        spool = Spool.__new__(Spool)
+        spool._file, spool.count, self._file = self._file, self.count, None
+        return spool
+
+    def read(self) -> Iterator[dict]:
+        assert self._file is not None
+        try:
+            self._file.seek(0)
+            for line in self._file:
+                yield _DECODE.decode(line)
+        finally:
+            self._file.close()
+            self._file = None
+
+
+_MISSING = object()
+
+
+def _decode_or_none(response: requests.Response) -> t.Any:
+    try:
+        return _DECODE.decode(response.content) if response.content else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def host_of(url: str) -> str:
+    """The host part of a URL, for messages."""
+    return urlparse(url).hostname or url
+
+
+def start_of(stream: LmsStream, lookback: timedelta) -> datetime | None:
+    """Where an incremental walk starts: the bookmark minus the lookback, or start_date.
+
+    Read from state directly (not the SDK's starting marker) because a walk also has to
+    know its partner's start before the partner's own sync has begun.
+    """
+    state = stream.get_context_state(None)
+    bookmark = None
+    if state.get("replication_key") == stream.replication_key:
+        bookmark = state.get("replication_key_value")
+    candidates = []
+    if bookmark:
+        parsed = utc_iso(bookmark)
+        if parsed:
+            candidates.append(_parse(parsed) - lookback)
+    start_date = stream.config.get("start_date")
+    if start_date:
+        candidates.append(_parse(utc_iso(start_date) or start_date))
+    return max(candidates) if candidates else None
+
+
+def _parse(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
