@@ -98,8 +98,6 @@ class BindbeeStream(LmsStream):
                 record[name] = value.get("id")
             elif isinstance(value, list):
                 record[name] = [v.get("id") if isinstance(v, dict) else v for v in value]
-        if not self.config.get("include_raw_data"):
-            record.pop("raw_data", None)
         return record
 
 

@@ -8,7 +8,6 @@ import tempfile
 import threading
 import time
 import typing as t
-from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
@@ -390,8 +389,15 @@ class LmsStream(RESTStream[str | None]):
 
     # -- rows ------------------------------------------------------------------------
 
+    @cached_property
+    def schema_fields(self) -> tuple[str, ...]:
+        return tuple(self.schema["properties"])
+
     def normalise(self, record: dict) -> dict:
-        """Timestamps to UTC ISO-8601, so targets type them as timestamps."""
+        """Every schema key present (null when the API sent none); timestamps in UTC ISO-8601."""
+        for name in self.schema_fields:
+            if name not in record:
+                record[name] = None
         for name in self.datetime_fields:
             value = record.get(name)
             if value is not None:
@@ -440,51 +446,42 @@ class WalkStream(LmsStream):
         )
         self._tap.synced_walks.add(self.name)
         self.walk_partner = feed
-        with Spool() if feed else nullcontext() as out:
+        spool = Spool() if feed is not None else None
+        try:
             for record in self.request_records(context):
-                if feed is not None and out is not None:
-                    out.write(feed.rows(record))
+                if feed is not None and spool is not None:
+                    spool.write(feed.rows(record))
                 yield from self.rows(record)
-        if feed is not None and out is not None:
-            self._tap.spools[feed.name] = out.detach()
-            self._tap.synced_walks.add(feed.name)
+            if feed is not None and spool is not None:
+                self._tap.spools[feed.name], spool = spool, None
+                self._tap.synced_walks.add(feed.name)
+        finally:
+            if spool is not None:  # the walk failed: the partner will walk on its own
+                spool.close()
 
 
 class Spool:
     """Rows written to an anonymous temporary file and read back once."""
 
     def __init__(self) -> None:
-        self._file: t.IO[bytes] | None = tempfile.TemporaryFile(prefix="tap-lms-unified-")  # noqa: SIM115 (the spool outlives this call)
+        self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-")  # noqa: SIM115 (outlives this call)
         self.count = 0
 
-    def __enter__(self) -> Spool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-
     def write(self, rows: Iterable[dict]) -> None:
-        assert self._file is not None
         for row in rows:
             self._file.write(_ENCODE.encode(row) + b"\n")
             self.count += 1
 
-    def detach(self) -> Spool:
-        """Hand the file over to a new owner (the partner stream) and forget it here."""
-        spool = Spool.__new__(Spool)
-        spool._file, spool.count, self._file = self._file, self.count, None
-        return spool
-
     def read(self) -> Iterator[dict]:
-        assert self._file is not None
         try:
             self._file.seek(0)
             for line in self._file:
                 yield _DECODE.decode(line)
         finally:
-            self._file.close()
-            self._file = None
+            self.close()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 _MISSING = object()

@@ -236,8 +236,9 @@ class TapLmsUnified(Tap):
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
         other = BINDBEE_ONLY if provider == "kombo" else KOMBO_ONLY
+        defaults = {k: v.get("default") for k, v in self.config_jsonschema["properties"].items()}
         for name in other:
-            if config.get(name) not in (None, ""):
+            if config.get(name) not in (None, "", defaults.get(name)):
                 self.logger.warning(
                     "Setting '%s' applies to the other provider and is ignored with provider '%s'.",
                     name,
