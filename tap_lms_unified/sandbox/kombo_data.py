@@ -1,0 +1,668 @@
+"""Deterministic Kombo LMS data (users, course-progressions, courses, skills) per tenant.
+
+Records are never stored unless mutated: each model keeps compact per-index arrays
+(timestamps, deletion flags) and rebuilds a record dict from ``(seed, tenant, model,
+index)`` on demand.  Mutated records are kept whole in ``overrides``.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import compress
+from typing import Any
+
+from tap_lms_unified.sandbox.common import (
+    COMMENTS,
+    COURSE_TOPICS,
+    DEPARTMENTS,
+    FIRST_NAMES,
+    INTEGRATION_FIELD_KINDS,
+    LAST_NAMES,
+    SKILL_NAMES,
+    TS_2022,
+    TS_2025,
+    TS_2026,
+    Draw,
+    derive_seed,
+    integration_value,
+    iso_ms,
+    kombo_id,
+    mix64,
+    now_ms,
+    salt_bytes,
+    tenant_slug,
+)
+
+Record = dict[str, Any]
+
+KOMBO_MODELS = ("users", "course-progressions", "courses", "skills")
+LEGACY_USER_KEYS = (
+    "id",
+    "remote_id",
+    "first_name",
+    "last_name",
+    "work_email",
+    "status",
+    "remote_created_at",
+    "progress",
+    "changed_at",
+    "remote_data",
+    "remote_deleted_at",
+)
+CURRENT_USER_KEYS = (
+    "id",
+    "remote_id",
+    "first_name",
+    "last_name",
+    "work_email",
+    "status",
+    "remote_created_at",
+    "remote_deleted_at",
+    "changed_at",
+    "remote_data",
+    "custom_fields",
+    "integration_fields",
+)
+_LEGACY_STATUS = {
+    "ENROLLED": "ENROLLED",
+    "IN_PROGRESS": "STARTED",
+    "COMPLETED": "COMPLETED",
+    "DROPPED": "STOPPED",
+    None: "ENROLLED",
+}
+_USER_STATUS = (("ACTIVE", 0.8), ("INACTIVE", 0.97), (None, 1.0))
+_PROGRESSION_STATUS = (
+    ("COMPLETED", 0.4),
+    ("IN_PROGRESS", 0.7),
+    ("ENROLLED", 0.88),
+    ("DROPPED", 0.96),
+    (None, 1.0),
+)
+_PROVIDERS = ("Kombo Academy", "LinkedIn Learning", "Coursera for Business", "Udemy Business")
+DELETED_SHARE = 0.05
+SELECT_CACHE_SIZE = 32  # distinct filter combinations kept per model
+
+
+def filter_key(
+    include_deleted: bool,
+    updated_after_us: int | None,
+    ids: tuple[str, ...] | None,
+    remote_ids: tuple[str, ...] | None,
+) -> tuple[Any, ...]:
+    return (include_deleted, updated_after_us, ids, remote_ids)
+
+
+class KomboModel:
+    """One model of one tenant: compact state + on-demand record building."""
+
+    name = ""
+
+    def __init__(self, tenant: KomboTenant, count: int) -> None:
+        self.tenant = tenant
+        self.count = max(0, count)
+        self.seed = derive_seed(tenant.seed, tenant.name, "kombo", self.name)
+        self.salt = salt_bytes(self.seed)
+        self.draw_salt = salt_bytes(derive_seed(self.seed, "draws"))
+        self.field_salt = salt_bytes(derive_seed(self.seed, "integration-fields"))
+        self.lock = threading.RLock()
+        self.version = 0
+        self.overrides: dict[int, Record] = {}
+        self._arrays: tuple[array[int], array[int], array[int]] | None = None
+        self._cur_key: array[int] = array("q")
+        self._alive = bytearray()
+        self._select_cache: dict[tuple[Any, ...], Sequence[int]] = {}
+        self._id_map: dict[str, int] | None = None
+        self._remote_map: dict[str, int] | None = None
+        self._mutate_rng = random.Random(self.seed ^ 0x5A5A)
+        self._ids: list[str | None] = []
+
+    # --- compact per-index state --------------------------------------------------
+    def arrays(self) -> tuple[array[int], array[int], array[int]]:
+        """Base (created_ms, changed_ms, deleted_ms) arrays, built once per model."""
+        arrays = self._arrays
+        if arrays is None:
+            with self.lock:
+                if self._arrays is None:
+                    self._arrays = self._build_arrays()
+                arrays = self._arrays
+        return arrays
+
+    def _build_arrays(self) -> tuple[array[int], array[int], array[int]]:
+        rand = random.Random(self.seed).random
+        span_created = TS_2025 - TS_2022
+        created = array("q", bytes(8 * self.count))
+        changed = array("q", bytes(8 * self.count))
+        deleted = array("q", bytes(8 * self.count))
+        for i in range(self.count):
+            c = TS_2022 + int(rand() * span_created)
+            ch = c + int(rand() * (TS_2026 - 1 - c))
+            created[i] = c
+            changed[i] = ch
+            if rand() < DELETED_SHARE:
+                deleted[i] = ch
+        self._cur_key = array("q", changed)
+        self._alive = bytearray(0 if d else 1 for d in deleted)
+        return created, changed, deleted
+
+    def draw(self, i: int) -> Draw:
+        return Draw(self.draw_salt, i)
+
+    # --- identity -----------------------------------------------------------------
+    def id(self, i: int) -> str:
+        """The Kombo id of record ``i`` (memoized: ids are referenced a lot)."""
+        ids = self._ids
+        if not ids:
+            ids = self._ids = [None] * self.count
+        rid = ids[i]
+        if rid is None:
+            rid = ids[i] = kombo_id(self.salt, i)
+        return rid
+
+    def remote_id(self, i: int) -> str | None:
+        return str(i + 1)
+
+    def index_of(self, record_id: str) -> int | None:
+        if self._id_map is None:
+            with self.lock:
+                if self._id_map is None:
+                    self._id_map = {self.id(i): i for i in range(self.count)}
+        return self._id_map.get(record_id)
+
+    def index_of_remote(self, remote_id: str) -> int | None:
+        if self._remote_map is None:
+            with self.lock:
+                if self._remote_map is None:
+                    pairs = ((self.remote_id(i), i) for i in range(self.count))
+                    self._remote_map = {rid: i for rid, i in pairs if rid is not None}
+        return self._remote_map.get(remote_id)
+
+    # --- records ------------------------------------------------------------------
+    def build(self, i: int) -> Record:
+        """The record's own fields as generated (before any mutation)."""
+        raise NotImplementedError
+
+    def own(self, i: int) -> Record:
+        """The record's own fields: the stored override, else freshly built."""
+        rec = self.overrides.get(i)
+        return rec if rec is not None else self.build(i)
+
+    def render(self, i: int) -> Record:
+        """The record as served by the API (nested objects, shape projection)."""
+        return self.own(i)
+
+    def all_records(self) -> list[Record]:
+        return [copy.deepcopy(self.render(i)) for i in range(self.count)]
+
+    # --- selection (filters) --------------------------------------------------------
+    def select(self, key: tuple[Any, ...]) -> Sequence[int]:
+        """Indices (ascending) matching the filters; cached per (filters, data version)."""
+        self.arrays()
+        with self.lock:
+            cache = self._select_cache
+            cached = cache.get(key)
+            if cached is None:
+                cached = cache[key] = self._compute_select(*key)
+                if len(cache) > SELECT_CACHE_SIZE:  # drop the oldest filter
+                    del cache[next(iter(cache))]
+            return cached
+
+    def _compute_select(
+        self,
+        include_deleted: bool,
+        updated_after_us: int | None,
+        ids: tuple[str, ...] | None,
+        remote_ids: tuple[str, ...] | None,
+    ) -> Sequence[int]:
+        candidates: Sequence[int]
+        if ids is not None or remote_ids is not None:
+            wanted: set[int] | None = None
+            if ids is not None:
+                wanted = {i for i in map(self.index_of, ids) if i is not None}
+            if remote_ids is not None:
+                by_remote = {i for i in map(self.index_of_remote, remote_ids) if i is not None}
+                wanted = by_remote if wanted is None else wanted & by_remote
+            candidates = sorted(wanted or ())
+            if not include_deleted:
+                alive = self._alive
+                candidates = [i for i in candidates if alive[i]]
+        elif include_deleted:
+            candidates = range(self.count)
+        else:
+            candidates = list(compress(range(self.count), self._alive))
+        if updated_after_us is not None:
+            threshold = -(-updated_after_us // 1000)  # ms >= ceil(us / 1000)
+            key = self._cur_key
+            candidates = [i for i in candidates if key[i] >= threshold]
+        return candidates
+
+    @staticmethod
+    def page(selection: Sequence[int], after: int, size: int) -> tuple[Sequence[int], bool]:
+        """Up to ``size`` indices after index ``after``; and whether more follow."""
+        pos = bisect_right(selection, after)
+        chunk = selection[pos : pos + size]
+        return chunk, pos + size < len(selection)
+
+    # --- mutation -------------------------------------------------------------------
+    def mutate(self, change: int, delete: int) -> dict[str, list[str]]:
+        with self.lock:
+            self.arrays()
+            picked = self._pick_alive(change + delete)
+            changed_idx, deleted_idx = picked[:change], picked[change:]
+            for i in changed_idx:
+                now = now_ms()
+                rec = copy.deepcopy(self.own(i))
+                self.materialize(i, rec)
+                self.apply_change(rec, iso_ms(now), self._mutate_rng)
+                self.overrides[i] = rec
+                self._cur_key[i] = now
+            for i in deleted_idx:
+                now = now_ms()
+                rec = copy.deepcopy(self.own(i))
+                self.materialize(i, rec)
+                rec["remote_deleted_at"] = iso_ms(now)
+                rec["changed_at"] = iso_ms(now)
+                self.overrides[i] = rec
+                self._cur_key[i] = now
+                self._alive[i] = 0
+            self.version += 1
+            self._select_cache.clear()
+            self.after_mutation(changed_idx + deleted_idx)
+        return {
+            "changed": [self.id(i) for i in changed_idx],
+            "deleted": [self.id(i) for i in deleted_idx],
+        }
+
+    def _pick_alive(self, n: int) -> list[int]:
+        alive = self._alive
+        n_alive = sum(alive)
+        n = min(n, n_alive)
+        if n == 0:
+            return []
+        rng = self._mutate_rng
+        if n * 4 > n_alive:
+            return rng.sample(list(compress(range(self.count), alive)), n)
+        picked: dict[int, None] = {}
+        while len(picked) < n:
+            i = rng.randrange(self.count)
+            if alive[i]:
+                picked[i] = None
+        return list(picked)
+
+    def apply_change(self, rec: Record, now: str, rng: random.Random) -> None:
+        """Make a visible change to ``rec`` (a private copy) at time ``now``."""
+        raise NotImplementedError
+
+    def after_mutation(self, indices: list[int]) -> None:
+        """Hook for caches that depend on this model's records."""
+
+    def materialize(self, i: int, rec: Record) -> None:
+        """Complete ``rec`` before it is stored as an override (see users)."""
+
+    # --- shared field generators ------------------------------------------------------
+    def extras(self, d: Draw, path: str, remote_id: str | None) -> Record:
+        """``remote_data``, ``custom_fields`` and ``integration_fields`` of a record."""
+        remote_data = None
+        if d.chance(0.3):
+            remote_data = {path: {"id": remote_id, "source": "sandbox", "version": d.below(9)}}
+        custom_fields = None
+        if d.chance(0.8):
+            custom_fields = {
+                "department": d.pick(DEPARTMENTS),
+                "cost_center": 1000 + d.below(9000),
+                "remote_worker": d.chance(0.4),
+            }
+        fields = []
+        for n in d.sample(range(INTEGRATION_FIELD_KINDS), d.below(4)):
+            key, kind, value, label = integration_value(d, n)
+            field_id = kombo_id(self.field_salt, (d.u32() << 32) | d.u32())
+            fields.append(
+                {"id": field_id, "key": key, "type": kind, "value": value, "label": label}
+            )
+        return {
+            "remote_data": remote_data,
+            "custom_fields": custom_fields,
+            "integration_fields": fields,
+        }
+
+
+class KomboUsers(KomboModel):
+    name = "users"
+
+    def _names(self, i: int, d: Draw) -> tuple[str, str, str | None]:
+        """(first, last, work_email): the first draws of a user's stream."""
+        first, fslug = d.pick(FIRST_NAMES)
+        last, lslug = d.pick(LAST_NAMES)
+        email = None if d.chance(0.05) else f"{fslug}.{lslug}{i}@{self.tenant.domain}"
+        return first, last, email
+
+    def brief(self, i: int) -> Record:
+        """The nested ``user`` object of a course progression."""
+        rec = self.overrides.get(i)
+        if rec is not None:
+            first, last, email = rec["first_name"], rec["last_name"], rec["work_email"]
+        else:
+            first, last, email = self._names(i, self.draw(i))
+        return {
+            "id": self.id(i),
+            "remote_id": self.remote_id(i),
+            "first_name": first,
+            "last_name": last,
+            "work_email": email,
+        }
+
+    def build(self, i: int) -> Record:
+        created, changed, deleted = self.arrays()
+        d = self.draw(i)
+        first, last, email = self._names(i, d)
+        remote_id = self.remote_id(i)
+        rec: Record = {
+            "id": self.id(i),
+            "remote_id": remote_id,
+            "first_name": first,
+            "last_name": last,
+            "work_email": email,
+            "status": d.weighted(_USER_STATUS),
+            "remote_created_at": iso_ms(created[i]),
+            "remote_deleted_at": iso_ms(deleted[i]) if deleted[i] else None,
+            "changed_at": iso_ms(changed[i]),
+            **self.extras(d, f"/users/{remote_id}", remote_id),
+        }
+        return rec
+
+    def render(self, i: int) -> Record:
+        """Legacy or current shape; ``progress`` is only stored on mutated users."""
+        rec = self.own(i)
+        if not self.tenant.legacy_users:
+            return {k: rec[k] for k in CURRENT_USER_KEYS}
+        progress = rec.get("progress")
+        if progress is None:
+            progress = self.tenant.progressions.legacy_items(i)
+        out = {k: progress if k == "progress" else rec[k] for k in LEGACY_USER_KEYS}
+        if out["status"] is None:  # the legacy model's status is not nullable
+            out["status"] = "INACTIVE"
+        return out
+
+    def materialize(self, i: int, rec: Record) -> None:
+        """A stored user keeps its legacy ``progress[]`` (so a change can touch it)."""
+        if "progress" not in rec:
+            rec["progress"] = self.tenant.progressions.legacy_items(i)
+
+    def apply_change(self, rec: Record, now: str, rng: random.Random) -> None:
+        rec["last_name"] = f"{rec['last_name']}-{rng.choice(LAST_NAMES)[0]}"
+        rec["changed_at"] = now
+        if rec["progress"]:
+            item = rng.choice(rec["progress"])
+            nxt = {"ENROLLED": "STARTED", "STARTED": "COMPLETED"}.get(item["status"])
+            if nxt is not None:
+                item["status"] = nxt
+            if item["status"] == "COMPLETED" and item["completion_date"] is None:
+                item["completion_date"] = now
+                item["score"] = round(rng.uniform(50, 100), 1)
+            item["duration"] = (item["duration"] or 0) + 30
+            item["comments"] = "Progress updated."
+
+
+class KomboProgressions(KomboModel):
+    name = "course-progressions"
+
+    def remote_id(self, i: int) -> str | None:
+        return f"progress-{i + 1}"
+
+    def refs(self, j: int) -> tuple[int, int, int]:
+        """(user index, course index, revision index) of progression ``j``."""
+        t = self.tenant
+        h = mix64(self.seed ^ j)
+        course = h % t.courses.count
+        return j // t.progress_per_user, course, (h >> 32) % t.courses.n_revisions(course)
+
+    def _core(self, j: int, d: Draw) -> tuple[str | None, str, str | None]:
+        """(status, enrolled_at, completed_at): shared with the legacy progress items."""
+        created, changed, _ = self.arrays()
+        status = d.weighted(_PROGRESSION_STATUS)
+        completed = None
+        if status == "COMPLETED":
+            completed = iso_ms(created[j] + int(d.random() * (changed[j] - created[j])))
+        return status, iso_ms(created[j]), completed
+
+    def build(self, j: int) -> Record:
+        _, changed, deleted = self.arrays()
+        user, course, rev = self.refs(j)
+        d = self.draw(j)
+        status, enrolled, completed = self._core(j, d)
+        remote_data = None
+        if d.chance(0.3):
+            remote_data = {f"/enrollments/{j + 1}": {"state": status, "attempts": d.below(4)}}
+        t = self.tenant
+        return {
+            "id": self.id(j),
+            "remote_id": self.remote_id(j),
+            "user_id": t.users.id(user),
+            "course_revision_id": t.courses.revision_id(course, rev),
+            "status": status,
+            "enrolled_at": enrolled,
+            "completed_at": completed,
+            "changed_at": iso_ms(changed[j]),
+            "remote_deleted_at": iso_ms(deleted[j]) if deleted[j] else None,
+            "remote_data": remote_data,
+        }
+
+    def render(self, j: int) -> Record:
+        rec = dict(self.own(j))
+        user, course, rev = self.refs(j)
+        rec["user"] = self.tenant.users.brief(user)
+        rec["course_revision"] = self.tenant.courses.revision_brief(course, rev)
+        return rec
+
+    def legacy_items(self, user: int) -> list[Record]:
+        """The legacy nested ``progress[]`` of a user (one item per progression)."""
+        t = self.tenant
+        items = []
+        ppu = t.progress_per_user
+        for j in range(user * ppu, min((user + 1) * ppu, self.count)):
+            _, course, _ = self.refs(j)
+            d = self.draw(j)
+            status, enrolled, completed = self._core(j, d)
+            legacy = _LEGACY_STATUS[status]
+            score = None
+            if legacy == "COMPLETED" or (legacy == "STARTED" and d.chance(0.3)):
+                score = round(35 + 65 * d.random(), 1)
+            items.append(
+                {
+                    "course_id": t.courses.id(course),
+                    "progress_id": self.id(j),
+                    "status": legacy,
+                    "enrollment_date": enrolled,
+                    "completion_date": completed,
+                    "score": score,
+                    "duration": 15 + d.below(585) if d.chance(0.9) else None,
+                    "comments": d.pick(COMMENTS) if d.chance(0.3) else None,
+                }
+            )
+        return items
+
+    def apply_change(self, rec: Record, now: str, rng: random.Random) -> None:
+        nxt = {"ENROLLED": "IN_PROGRESS", "IN_PROGRESS": "COMPLETED", None: "ENROLLED"}
+        rec["status"] = nxt.get(rec["status"], "IN_PROGRESS")
+        if rec["status"] == "COMPLETED":
+            rec["completed_at"] = now
+        rec["changed_at"] = now
+
+
+class KomboCourses(KomboModel):
+    name = "courses"
+
+    def __init__(self, tenant: KomboTenant, count: int) -> None:
+        super().__init__(tenant, count)
+        self.rev_salt = salt_bytes(derive_seed(self.seed, "revisions"))
+        self.provider_salt = salt_bytes(derive_seed(self.seed, "providers"))
+        self._own_cache: dict[int, Record] = {}
+
+    def remote_id(self, i: int) -> str | None:
+        return f"course-{i + 1}"
+
+    def n_revisions(self, c: int) -> int:
+        return 1 + mix64(self.seed ^ (c + 0x7F)) % 3
+
+    def revision_id(self, c: int, rev: int) -> str:
+        return kombo_id(self.rev_salt, c * 3 + rev)
+
+    def own(self, i: int) -> Record:
+        """Courses are few and nested into every progression: cache their dicts."""
+        rec = self._own_cache.get(i)
+        if rec is None:
+            rec = super().own(i)
+            self._own_cache[i] = rec
+        return rec
+
+    def after_mutation(self, indices: list[int]) -> None:
+        for i in indices:
+            self._own_cache.pop(i, None)
+
+    def revision_brief(self, c: int, rev: int) -> Record:
+        course = self.own(c)
+        revision = course["revisions"][rev]
+        return {
+            "id": revision["id"],
+            "remote_id": revision["remote_id"],
+            "title": revision["title"],
+            "course": {"id": course["id"], "remote_id": course["remote_id"]},
+        }
+
+    def build(self, i: int) -> Record:
+        created, changed, deleted = self.arrays()
+        t = self.tenant
+        d = self.draw(i)
+        course_id = self.id(i)
+        remote_id = self.remote_id(i)
+        topic = COURSE_TOPICS[i % len(COURSE_TOPICS)]
+        if i >= len(COURSE_TOPICS):
+            topic = f"{topic} {i // len(COURSE_TOPICS) + 1}"
+        provider = None
+        if d.chance(0.9):
+            p = d.below(len(_PROVIDERS))
+            provider = {
+                "id": kombo_id(self.provider_salt, p),
+                "remote_id": f"provider-{p + 1}",
+                "name": _PROVIDERS[p],
+            }
+        n_rev = self.n_revisions(i)
+        revisions = []
+        for rev in range(n_rev):
+            latest = rev == n_rev - 1
+            rev_created = created[i] + (changed[i] - created[i]) * rev // n_rev
+            rev_changed = rev_created + int(d.random() * (changed[i] - rev_created))
+            skills = d.sample(range(t.skills.count), d.below(4))
+            revisions.append(
+                {
+                    "id": self.revision_id(i, rev),
+                    "remote_id": f"revision-{i + 1}-{rev + 1}",
+                    "course_id": course_id,
+                    "title": topic if latest else f"{topic} (v{rev + 1})",
+                    "description": f"{topic}: module overview and assessment."
+                    if d.chance(0.85)
+                    else None,
+                    "remote_url": f"https://learning.{t.domain}/courses/{i + 1}/v{rev + 1}",
+                    "status": ("ACTIVE" if latest else "INACTIVE") if d.chance(0.95) else None,
+                    "remote_created_at": iso_ms(rev_created),
+                    "remote_deleted_at": None,
+                    "changed_at": iso_ms(rev_changed),
+                    **self.extras(d, f"/courses/{i + 1}/v/{rev + 1}", remote_id),
+                    "skill_assignments": [{"skill": t.skills.brief(s)} for s in sorted(skills)],
+                }
+            )
+        extras = self.extras(d, f"/courses/{i + 1}", remote_id)
+        return {
+            "id": course_id,
+            "remote_id": remote_id,
+            "provider_id": provider["id"] if provider else None,
+            "origin_id": f"origin-{i + 1}" if d.chance(0.6) else None,
+            "remote_created_at": iso_ms(created[i]),
+            "remote_deleted_at": iso_ms(deleted[i]) if deleted[i] else None,
+            "changed_at": iso_ms(changed[i]),
+            "remote_data": extras["remote_data"],
+            "custom_fields": extras["custom_fields"],
+            "integration_fields": extras["integration_fields"],
+            "provider": provider,
+            "revisions": revisions,
+        }
+
+    def apply_change(self, rec: Record, now: str, rng: random.Random) -> None:
+        """Kombo quirk: a revision changes, the course's own ``changed_at`` does not."""
+        revision = rec["revisions"][-1]
+        revision["title"] = f"{revision['title']} (updated)"
+        revision["changed_at"] = now
+
+
+class KomboSkills(KomboModel):
+    name = "skills"
+
+    def remote_id(self, i: int) -> str | None:
+        return None if mix64(self.seed ^ i) % 10 == 0 else f"skill-{i + 1}"
+
+    def _name(self, i: int) -> str:
+        name = SKILL_NAMES[i % len(SKILL_NAMES)]
+        return name if i < len(SKILL_NAMES) else f"{name} {i // len(SKILL_NAMES) + 1}"
+
+    def brief(self, i: int) -> Record:
+        rec = self.overrides.get(i)
+        name = rec["name"] if rec is not None else self._name(i)
+        return {"id": self.id(i), "remote_id": self.remote_id(i), "name": name}
+
+    def build(self, i: int) -> Record:
+        created, changed, deleted = self.arrays()
+        remote_id = self.remote_id(i)
+        return {
+            "id": self.id(i),
+            "remote_id": remote_id,
+            "name": self._name(i),
+            "remote_created_at": iso_ms(created[i]),
+            "remote_deleted_at": iso_ms(deleted[i]) if deleted[i] else None,
+            "changed_at": iso_ms(changed[i]),
+            **self.extras(self.draw(i), f"/skills/{remote_id}", remote_id),
+        }
+
+    def apply_change(self, rec: Record, now: str, rng: random.Random) -> None:
+        rec["name"] = f"{rec['name']} (updated)"
+        rec["changed_at"] = now
+
+
+class KomboTenant:
+    """All Kombo models of one integration id."""
+
+    def __init__(
+        self,
+        seed: int,
+        name: str,
+        *,
+        users: int,
+        progress_per_user: int,
+        courses: int,
+        skills: int,
+        legacy_users: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.name = name
+        self.domain = f"{tenant_slug(name)}.example.com"
+        self.legacy_users = legacy_users
+        self.progress_per_user = max(0, progress_per_user) if courses > 0 else 0
+        self.users = KomboUsers(self, users)
+        self.courses = KomboCourses(self, courses)
+        self.skills = KomboSkills(self, skills)
+        self.progressions = KomboProgressions(self, users * self.progress_per_user)
+        self.models: dict[str, KomboModel] = {
+            "users": self.users,
+            "course-progressions": self.progressions,
+            "courses": self.courses,
+            "skills": self.skills,
+        }
+
+    def model(self, name: str) -> KomboModel:
+        key = name.replace("_", "-")
+        if key not in self.models:
+            raise KeyError(f"unknown Kombo model {name!r}; expected one of {KOMBO_MODELS}")
+        return self.models[key]
