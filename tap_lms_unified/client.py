@@ -275,8 +275,8 @@ class LmsStream(RESTStream[str | None]):
         return self._tap.session
 
     @property
-    def timeout(self) -> int:
-        return int(self.config.get("request_timeout", 60))
+    def timeout(self) -> float:  # type: ignore[override]
+        return float(self.config.get("request_timeout", 60))
 
     def get_new_paginator(self) -> CursorPaginator:
         return CursorPaginator(self)

@@ -145,6 +145,22 @@ class TapLmsUnified(Tap):
             "rate-limit reset header asks.",
         ),
         th.Property(
+            "tls_verify",
+            th.BooleanType,
+            default=True,
+            title="Verify TLS certificates",
+            description="Verify the API's TLS certificate. Turning it off (a debugging proxy, "
+            "say) logs a warning on every run.",
+        ),
+        th.Property(
+            "allow_insecure_http",
+            th.BooleanType,
+            default=False,
+            title="Allow plain HTTP",
+            description="Allow an `http://` api_url for a host that is not loopback. Off: "
+            "the API key and tokens must not travel in clear text.",
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             title="User agent",
@@ -228,10 +244,14 @@ class TapLmsUnified(Tap):
             url = urlparse(str(config["api_url"]))
             if url.scheme not in ("http", "https") or not url.hostname:
                 errors.append("'api_url' must be an http(s) URL")
-            elif url.scheme == "http" and not _is_loopback(url.hostname):
+            elif (
+                url.scheme == "http"
+                and not _is_loopback(url.hostname)
+                and not config.get("allow_insecure_http")
+            ):
                 errors.append(
                     "'api_url' must use https for a non-loopback host: the API key would "
-                    "travel in clear text"
+                    "travel in clear text (set 'allow_insecure_http' to override)"
                 )
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
@@ -244,6 +264,11 @@ class TapLmsUnified(Tap):
                     name,
                     provider,
                 )
+        if config.get("tls_verify") is False:
+            self.logger.warning(
+                "Setting 'tls_verify' is false: TLS certificates are NOT verified; the API "
+                "key and tokens could be read by anyone who can intercept the connection."
+            )
         if provider == "bindbee" and config.get("start_date"):
             self.logger.warning(
                 "Setting 'start_date' is ignored with provider 'bindbee': its LMS endpoints "
@@ -286,7 +311,9 @@ class TapLmsUnified(Tap):
             if self.provider == "bindbee"
             else None
         )
-        return BudgetedSession(RateBudget(per_minute, reset_is_epoch=self.reset_is_epoch))
+        session = BudgetedSession(RateBudget(per_minute, reset_is_epoch=self.reset_is_epoch))
+        session.verify = self.config.get("tls_verify", True) is not False
+        return session
 
     # -- streams -------------------------------------------------------------------------
 
