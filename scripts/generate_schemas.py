@@ -131,7 +131,10 @@ def _bindbee(model: str) -> Source:
     )
 
 
-SDC_DELETED_AT = {"_sdc_deleted_at": DATE_TIME}
+# The tenant each record came from (several customers can share one run and one table).
+KOMBO_TENANT = {"integration_id": {"type": ["string"]}}
+BINDBEE_TENANT = {"connector_name": {"type": ["string"]}}  # a name, never the token
+SDC_DELETED_AT = {"_sdc_deleted_at": DATE_TIME, **KOMBO_TENANT}
 
 STREAMS: tuple[StreamDef, ...] = (
     # Users: union of the current and the legacy model; legacy `progress[]` is its own stream.
@@ -150,6 +153,7 @@ STREAMS: tuple[StreamDef, ...] = (
             "user_id": {"type": ["string", "null"]},  # the parent user's id
             "user_changed_at": DATE_TIME,  # the parent user's changed_at (replication key)
             "_sdc_deleted_at": DATE_TIME,  # set when the parent user is deleted
+            **KOMBO_TENANT,
         },
     ),
     StreamDef(
@@ -173,7 +177,7 @@ STREAMS: tuple[StreamDef, ...] = (
     ),
     StreamDef("kombo", "skills", (_kombo("/lms/skills"),), extras=SDC_DELETED_AT),
     *(
-        StreamDef("bindbee", model, (_bindbee(model),))
+        StreamDef("bindbee", model, (_bindbee(model),), extras=BINDBEE_TENANT)
         for model in (
             "users",
             "enrollments",

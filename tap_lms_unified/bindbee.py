@@ -8,6 +8,7 @@ ACTIVATE_VERSION so that targets soft-delete the rows that vanished from the API
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from http import HTTPStatus
 from importlib.resources import files
@@ -29,6 +30,7 @@ class BindbeeStream(LmsStream):
 
     schema = StreamSchema(SCHEMAS)
     primary_keys = ("id",)
+    tenant_field = "connector_name"
     replication_key = None
     datetime_fields: t.ClassVar[tuple[str, ...]] = ("modified_at",)
     #: Relations sent as ids, or as objects when expanded: always emitted as ids.
@@ -39,12 +41,34 @@ class BindbeeStream(LmsStream):
         return f"/api/lms/v1/{self.name}"
 
     @property
-    def emit_activate_version_messages(self) -> bool:
-        # On by default: the only way a target learns that a Bindbee record was deleted.
+    def activate_versions(self) -> bool:
+        """On by default: the only way a target learns that a Bindbee record was deleted."""
         return bool(self.config.get("emit_activate_version_messages", True))
 
-    def provider_headers(self) -> dict[str, str]:
-        return {"x-connector-token": str(self.config["connector_token"])}
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        # Off for the SDK, which would send ACTIVATE_VERSION *before* the records: a tenant
+        # failing later in the run would then lose all its rows. We send it after the last
+        # tenant, and only when every tenant was read in full (see get_records).
+        return False
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        version = self._initialized_at // 1000  # the SDK's own version number
+        if self.activate_versions:
+            self._stream_version = version  # stamped on every RECORD
+        yield from super().get_records(context)
+        if self.activate_versions and context == self.partitions[-1]:
+            failed = [t.key for t in self._tap.tenants.values() if t.failure]
+            if failed:
+                self.log(
+                    "Not activating the new version of %s: tenants %s were not read in "
+                    "full, and their rows must not be marked deleted.",
+                    self.name,
+                    ", ".join(failed),
+                    level=logging.WARNING,
+                )
+            else:
+                self._write_activate_version_message(version)
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         params: dict[str, t.Any] = {

@@ -8,6 +8,8 @@ import tempfile
 import threading
 import time
 import typing as t
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
@@ -19,6 +21,7 @@ from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.streams.rest import HTTPRequest, PageContext
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -181,6 +184,44 @@ class BudgetedSession(requests.Session):
         return response
 
 
+# ---------------------------------------------------------------- tenants
+
+
+@dataclass
+class Tenant:
+    """One customer connection: a Kombo integration or a Bindbee connector."""
+
+    key: str  # its non-secret name: the integration id or the connector name
+    headers: dict[str, str] = field(repr=False)  # X-Integration-Id / x-connector-token
+    session: BudgetedSession = field(repr=False)
+    records: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    failure: str | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """One log line: outcome, records per stream, requests, retries, 429s, duration."""
+        streams = " ".join(f"{name}={count}" for name, count in sorted(self.records.items()))
+        outcome = f"FAILED ({self.failure})" if self.failure else "ok"
+        return (
+            f"Tenant {self.key}: {outcome}; records: {streams or 'none'}; "
+            f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled "
+            f"(429); {self.seconds:.1f} s"
+        )
+
+
+#: Errors that end one tenant's run (the others go on): the provider refused or kept failing.
+TENANT_ERRORS = (
+    FatalAPIError,
+    RetriableAPIError,
+    requests.exceptions.RequestException,
+    ConnectionError,
+)
+
+
 # ---------------------------------------------------------------- paging
 
 
@@ -217,16 +258,12 @@ class LmsStream(RESTStream[str | None]):
     """Base stream: one provider endpoint, paged by cursor, rows normalised for targets."""
 
     _tap: TapLmsUnified
+    #: The record field (and partition key) naming the tenant a record came from.
+    tenant_field: t.ClassVar[str]
     #: Fields that are timestamps in our schema, normalised to UTC ISO-8601.
     datetime_fields: t.ClassVar[tuple[str, ...]] = ()
-    #: Request log metrics name only the path (never query strings).
-    _LOG_REQUEST_METRIC_URLS = False
 
     # -- provider specifics (kombo.py / bindbee.py) ---------------------------------
-
-    def provider_headers(self) -> dict[str, str]:
-        """Headers that identify the tenant (X-Integration-Id / x-connector-token)."""
-        raise NotImplementedError
 
     def results(self, body: t.Any) -> list[dict]:
         """The records of one decoded page; raises on a body that is not the envelope."""
@@ -261,9 +298,22 @@ class LmsStream(RESTStream[str | None]):
 
     @property
     def http_headers(self) -> dict:
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-        headers.update(self.provider_headers())
-        return headers
+        return {"User-Agent": self.user_agent, "Accept": "application/json"}
+
+    @property
+    def partitions(self) -> list[dict]:
+        # One partition per tenant: its own bookmarks, named without secrets.
+        return [{self.tenant_field: key} for key in self._tap.tenants]
+
+    def tenant(self, context: Context | None) -> Tenant:
+        if not context:
+            raise ValueError(f"stream {self.name} needs a tenant context")
+        return self._tap.tenants[context[self.tenant_field]]
+
+    def get_http_request(self, *, page: PageContext) -> HTTPRequest:
+        request = super().get_http_request(page=page)
+        request.headers.update(self.tenant(page.stream_context).headers)
+        return request
 
     @property
     def user_agent(self) -> str:
@@ -271,8 +321,8 @@ class LmsStream(RESTStream[str | None]):
 
     @property
     def requests_session(self) -> requests.Session:
-        # One session per tenant, shared by all streams: connection reuse and one budget.
-        return self._tap.session
+        # Only prepares requests; they are sent through the tenant's own budgeted session.
+        return self._tap.prepare_session
 
     @property
     def timeout(self) -> float:  # type: ignore[override]
@@ -363,13 +413,6 @@ class LmsStream(RESTStream[str | None]):
                 wait = reset_seconds(exception.response, reset_is_epoch=self._tap.reset_is_epoch)
             if wait is None:
                 wait = float(min(2 ** (attempt - 1), 60))
-            self._tap.metrics.retries += 1
-            if (
-                isinstance(exception, RetriableAPIError)
-                and exception.response is not None
-                and exception.response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-            ):
-                self._tap.metrics.throttled += 1
             exception = yield min(wait, cap)
 
     def backoff_jitter(self, value: float) -> float:
@@ -378,8 +421,14 @@ class LmsStream(RESTStream[str | None]):
 
     def backoff_handler(self, details: t.Any) -> None:
         exc = details.get("exception")
+        tenant: Tenant = details["args"][1]  # send(prepared, tenant)
+        tenant.retries += 1
+        response = getattr(exc, "response", None)
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            tenant.throttled += 1
         self.log(
-            "Retrying %s in %.1f s (try %d): %s",
+            "Tenant %s: retrying %s in %.1f s (try %d): %s",
+            tenant.key,
             self.endpoint,
             details.get("wait") or 0.0,
             details.get("tries") or 0,
@@ -412,8 +461,90 @@ class LmsStream(RESTStream[str | None]):
                     )
         return record
 
+    # -- walking ---------------------------------------------------------------------
+
+    def iter_pages(self, context: Context | None) -> Iterator[requests.Response]:
+        """One walk of the endpoint for one tenant: a validated response per page.
+
+        The SDK's `request_records` loop, kept page-aware so that the raw page can be
+        handed from a worker thread to the main thread (see prefetch.py).
+        """
+        tenant = self.tenant(context)
+        paginator = self.get_new_paginator()
+        send = self.request_decorator(self.send)  # type: ignore[arg-type]  # (request, tenant)
+        while not paginator.finished:
+            prepared = self._prepare_request(context=context, page=paginator)
+            response = send(prepared, tenant)  # type: ignore[arg-type]
+            yield response
+            paginator.advance(response)
+
+    def send(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
+        """Send through the tenant's budgeted session and validate the answer."""
+        tenant.requests += 1
+        response = tenant.session.send(
+            prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+        )
+        self.validate_response(response)
+        return response
+
+    def request_records(self, context: Context | None) -> Iterable[dict]:
+        for response in self.iter_pages(context):
+            yield from self.results(self.page_body(response))
+
+    def api_records(self, context: Context | None) -> Iterator[dict]:
+        """This tenant's API records, from its prefetched walk."""
+        self.start_walks()
+        for page in self._tap.prefetcher.pages(self.name, self.tenant(context).key):
+            yield from self.results(_DECODE.decode(page))
+
+    _walks_started = False
+
+    def start_walks(self) -> None:
+        """Start, once per run, the walks of every tenant of this stream still in the run."""
+        if self._walks_started:
+            return
+        self._walks_started = True
+        walks = []
+        for context in self.partitions:
+            tenant = self.tenant(context)
+            if tenant.failure is None and self.needs_walk(tenant):
+                walks.append((tenant.key, self._raw_pages_of(context)))
+        self._tap.prefetcher.start(self.name, walks)
+
+    def _raw_pages_of(self, context: dict) -> t.Callable[[], Iterator[bytes]]:
+        return lambda: (response.content for response in self.iter_pages(context))
+
+    def needs_walk(self, tenant: Tenant) -> bool:
+        return True
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        for record in self.request_records(context):
+        tenant = self.tenant(context)
+        if tenant.failure is not None:
+            self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
+            return
+        if self.replication_key:
+            # The SDK writes the signpost (bookmarks never pass the sync start) at stream
+            # level only; each tenant's partition needs its own.
+            signpost = self.get_replication_key_signpost(context)
+            self.state_manager.write_replication_key_signpost(signpost, context=context)
+        started, count = time.monotonic(), 0
+        try:
+            field, key = self.tenant_field, tenant.key
+            for row in self.tenant_rows(context):
+                row[field] = key
+                count += 1
+                yield row
+        except TENANT_ERRORS as exc:
+            # Keep the tenant's previous bookmark: this walk did not complete.
+            self.get_context_state(context).pop("progress_markers", None)
+            self._tap.fail_tenant(tenant, self.name, exc)
+        finally:
+            tenant.records[self.name] += count
+            tenant.seconds += time.monotonic() - started
+
+    def tenant_rows(self, context: Context | None) -> Iterator[dict]:
+        """This stream's rows for one tenant."""
+        for record in self.api_records(context):
             yield from self.rows(record)
 
 
@@ -422,22 +553,23 @@ class WalkStream(LmsStream):
 
     Kombo nests progress in users and revisions in courses. When both streams of a pair
     are selected the endpoint is walked once: the stream synced first (the SDK syncs in
-    name order) writes its partner's rows to a temporary spool file, which the partner
-    then reads. Memory stays flat and each stream keeps the SDK's own sync, state and
-    SCHEMA handling.
+    name order) writes its partner's rows to a temporary spool file per tenant, which the
+    partner then reads. Memory stays flat and each stream keeps the SDK's own sync, state
+    and SCHEMA handling.
     """
 
     partner: t.ClassVar[str]
-    #: The partner this stream's walk is feeding, while it walks.
-    walk_partner: LmsStream | None = None
+    #: The partner this stream's walks are feeding, if any.
+    walk_partner: WalkStream | None = None
 
-    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        spool = self._tap.spools.pop(self.name, None)
-        if spool is not None:
-            yield from spool.read()
+    def needs_walk(self, tenant: Tenant) -> bool:
+        return (self.name, tenant.key) not in self._tap.spools
+
+    def start_walks(self) -> None:
+        if self._walks_started:
             return
         partner = self._tap.streams.get(self.partner)
-        feed = (
+        self.walk_partner = (
             partner
             if isinstance(partner, WalkStream)
             and partner.selected
@@ -445,18 +577,31 @@ class WalkStream(LmsStream):
             else None
         )
         self._tap.synced_walks.add(self.name)
-        self.walk_partner = feed
-        spool = Spool() if feed is not None else None
-        try:
-            for record in self.request_records(context):
-                if feed is not None and spool is not None:
-                    spool.write(feed.rows(record))
+        if self.walk_partner is not None:
+            self._tap.synced_walks.add(self.walk_partner.name)
+        super().start_walks()
+
+    def tenant_rows(self, context: Context | None) -> Iterator[dict]:
+        tenant = self.tenant(context)
+        spool = self._tap.spools.pop((self.name, tenant.key), None)
+        if spool is not None:
+            yield from spool.read()
+            return
+        self.start_walks()  # decides walk_partner
+        records = self.api_records(context)
+        feed = self.walk_partner
+        if feed is None:
+            for record in records:
                 yield from self.rows(record)
-            if feed is not None and spool is not None:
-                self._tap.spools[feed.name], spool = spool, None
-                self._tap.synced_walks.add(feed.name)
+            return
+        spool = Spool()
+        try:
+            for record in records:
+                spool.write(feed.rows(record))
+                yield from self.rows(record)
+            self._tap.spools[feed.name, tenant.key], spool = spool, None
         finally:
-            if spool is not None:  # the walk failed: the partner will walk on its own
+            if spool is not None:  # this walk failed (and so did its tenant)
                 spool.close()
 
 
@@ -499,13 +644,13 @@ def host_of(url: str) -> str:
     return urlparse(url).hostname or url
 
 
-def start_of(stream: LmsStream, lookback: timedelta) -> datetime | None:
+def start_of(stream: LmsStream, context: Context | None, lookback: timedelta) -> datetime | None:
     """Where an incremental walk starts: the bookmark minus the lookback, or start_date.
 
     Read from state directly (not the SDK's starting marker) because a walk also has to
     know its partner's start before the partner's own sync has begun.
     """
-    state = stream.get_context_state(None)
+    state = stream.get_context_state(context)
     bookmark = None
     if state.get("replication_key") == stream.replication_key:
         bookmark = state.get("replication_key_value")

@@ -35,12 +35,10 @@ class KomboStream(LmsStream):
 
     schema = StreamSchema(SCHEMAS)
     primary_keys = ("id",)
+    tenant_field = "integration_id"
     replication_key = "changed_at"
     is_sorted = False  # Kombo documents no order: bookmarks move only when a stream completes
     datetime_fields: t.ClassVar[tuple[str, ...]] = COMMON_DATETIMES
-
-    def provider_headers(self) -> dict[str, str]:
-        return {"X-Integration-Id": str(self.config["integration_id"])}
 
     def results(self, body: t.Any) -> list[dict]:
         results = body["data"]["results"]
@@ -67,13 +65,14 @@ class KomboStream(LmsStream):
         signpost = super().get_replication_key_signpost(context)
         return utc_iso(signpost.isoformat()) if isinstance(signpost, datetime) else signpost
 
-    def own_start(self) -> datetime | None:
-        """This stream's bookmark minus the lookback window, or start_date."""
-        return start_of(self, timedelta(minutes=int(self.config["lookback_window_minutes"])))
+    def own_start(self, context: Context | None) -> datetime | None:
+        """This tenant's bookmark minus the lookback window, or start_date."""
+        lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
+        return start_of(self, context, lookback)
 
-    def walk_start(self) -> datetime | None:
-        """`updated_after` of this walk."""
-        return self.own_start()
+    def walk_start(self, context: Context | None) -> datetime | None:
+        """`updated_after` of this tenant's walk."""
+        return self.own_start(context)
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         # Every filter is re-sent with every cursor, as Kombo requires.
@@ -81,7 +80,7 @@ class KomboStream(LmsStream):
             "page_size": self._tap.page_size,
             "include_deleted": "true" if self.config["include_deleted"] else "false",
         }
-        start = self.walk_start()
+        start = self.walk_start(context)
         if start is not None:
             params["updated_after"] = format_updated_after(start)
         if next_page_token:
@@ -97,13 +96,13 @@ class KomboStream(LmsStream):
 class KomboWalkStream(KomboStream, WalkStream):
     """One of a pair of Kombo streams read from one walk of the same endpoint."""
 
-    def walk_start(self) -> datetime | None:
+    def walk_start(self, context: Context | None) -> datetime | None:
         # A walk that also feeds the partner starts where the earlier of the two needs.
-        own = self.own_start()
+        own = self.own_start(context)
         partner = self.walk_partner
         if not isinstance(partner, KomboStream) or own is None:
             return own
-        other = partner.own_start()
+        other = partner.own_start(context)
         return None if other is None else min(own, other)
 
 

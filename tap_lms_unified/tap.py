@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import typing as t
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from ipaddress import ip_address
 from urllib.parse import urlparse
 
+import requests
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified import bindbee, kombo
-from tap_lms_unified.client import BudgetedSession, RateBudget, Redactor, Spool
+from tap_lms_unified.client import (
+    BudgetedSession,
+    LmsAPIError,
+    RateBudget,
+    Redactor,
+    Spool,
+    Tenant,
+)
+from tap_lms_unified.prefetch import Prefetcher
 
 if t.TYPE_CHECKING:
     from singer_sdk import Stream
@@ -23,6 +32,7 @@ PROVIDERS = ("kombo", "bindbee")
 KOMBO_ONLY = ("integration_id", "region", "include_deleted", "lookback_window_minutes")
 BINDBEE_ONLY = (
     "connector_token",
+    "connector_name",
     "include_raw_data",
     "include_custom_fields",
     "max_requests_per_minute",
@@ -31,12 +41,8 @@ BINDBEE_ONLY = (
 PAGE_SIZES = {"kombo": (250, 250), "bindbee": (100, 200)}
 
 
-@dataclass
-class RunMetrics:
-    """Counters of one run, for the closing log line."""
-
-    retries: int = 0
-    throttled: int = 0
+class TenantsFailedError(LmsAPIError):
+    """At least one tenant failed; the others finished and their state was kept."""
 
 
 class TapLmsUnified(Tap):
@@ -74,6 +80,44 @@ class TapLmsUnified(Tap):
             title="Connector token (Bindbee)",
             description="Bindbee only, required: the customer's connector token, sent as "
             "`x-connector-token`. A secret.",
+        ),
+        th.Property(
+            "connector_name",
+            th.StringType,
+            title="Connector name (Bindbee)",
+            description="Bindbee only: a stable, non-secret name for `connector_token`, "
+            "written to every record as `connector_name` and used in state and logs. "
+            "Default: `connector-` + a short hash of the token.",
+        ),
+        th.Property(
+            "integrations",
+            th.ArrayType(
+                th.ObjectType(
+                    th.Property("integration_id", th.StringType),
+                    th.Property("connector_token", th.StringType, secret=True),
+                    th.Property("name", th.StringType),
+                )
+            ),
+            title="Integrations (many customers)",
+            description='Several tenants in one run: Kombo `[{"integration_id": ...}]`, '
+            'Bindbee `[{"connector_token": ..., "name": ...}]`. Each keeps its own '
+            "bookmarks; records carry `integration_id` / `connector_name`.",
+        ),
+        th.Property(
+            "max_concurrency",
+            th.IntegerType,
+            default=8,
+            title="Maximum concurrent walks",
+            description="How many endpoint walks (tenants) are fetched at once while records "
+            "are written. Each tenant stays under its own rate budget.",
+        ),
+        th.Property(
+            "fail_fast",
+            th.BooleanType,
+            default=False,
+            title="Fail fast",
+            description="Stop the whole run at the first failing tenant. Default: the other "
+            "tenants finish, and the run exits non-zero with a summary of the failures.",
         ),
         th.Property(
             "region",
@@ -200,12 +244,18 @@ class TapLmsUnified(Tap):
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
         super().__init__(*args, validate_config=validate_config, **kwargs)
-        self.spools: dict[str, Spool] = {}
+        self.spools: dict[tuple[str, str], Spool] = {}
         self.synced_walks: set[str] = set()
-        self.metrics = RunMetrics()
         if validate_config:
             self._check_settings()
-        self.redact = Redactor([self.config.get("api_key"), self.config.get("connector_token")])
+        self.redact = Redactor(
+            [
+                self.config.get("api_key"),
+                self.config.get("connector_token"),
+                *(i.get("connector_token") for i in self.config.get("integrations") or ()),
+            ]
+        )
+        self.prefetcher = Prefetcher(int(self.config.get("max_concurrency") or 8))
 
     # -- settings ------------------------------------------------------------------------
 
@@ -220,10 +270,8 @@ class TapLmsUnified(Tap):
                 errors.append(f"'{name}' is required {why}")
 
         require("api_key", "(your provider API key)")
-        if provider == "kombo":
-            require("integration_id", "when provider is 'kombo' (sent as X-Integration-Id)")
-        if provider == "bindbee":
-            require("connector_token", "when provider is 'bindbee' (sent as x-connector-token)")
+        if provider in PROVIDERS:
+            errors.extend(_tenant_errors(provider, config))
         if provider in PAGE_SIZES and config.get("page_size") is not None:
             maximum = PAGE_SIZES[provider][1]
             size = config["page_size"]
@@ -232,7 +280,7 @@ class TapLmsUnified(Tap):
         for name in ("lookback_window_minutes", "max_retries"):
             if config.get(name) is not None and config[name] < 0:
                 errors.append(f"'{name}' must not be negative")
-        for name in ("request_timeout", "max_requests_per_minute"):
+        for name in ("request_timeout", "max_requests_per_minute", "max_concurrency"):
             if config.get(name) is not None and config[name] <= 0:
                 errors.append(f"'{name}' must be greater than 0")
         if config.get("start_date"):
@@ -305,21 +353,132 @@ class TapLmsUnified(Tap):
         return " and integration_id" if self.provider == "kombo" else " and connector_token"
 
     @cached_property
-    def session(self) -> BudgetedSession:
+    def tenants(self) -> dict[str, Tenant]:
+        """The run's tenants by non-secret name, each with its own session and budget."""
         per_minute = (
             int(self.config.get("max_requests_per_minute") or 200)
             if self.provider == "bindbee"
             else None
         )
-        session = BudgetedSession(RateBudget(per_minute, reset_is_epoch=self.reset_is_epoch))
-        session.verify = self.config.get("tls_verify", True) is not False
-        return session
+        tenants = {}
+        for key, headers in _tenant_specs(self.provider, self.config):
+            session = BudgetedSession(RateBudget(per_minute, reset_is_epoch=self.reset_is_epoch))
+            session.verify = self.config.get("tls_verify", True) is not False
+            tenants[key] = Tenant(key=key, headers=headers, session=session)
+        return tenants
+
+    @cached_property
+    def prepare_session(self) -> requests.Session:
+        """Builds requests (auth, params); they are sent through a tenant's session."""
+        return requests.Session()
+
+    def fail_tenant(self, tenant: Tenant, stream: str, error: BaseException) -> None:
+        """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
+        message = self.redact(str(error))
+        tenant.failure, tenant.error = f"{stream}: {message}", error
+        if self.config.get("fail_fast"):
+            raise error
+        self.logger.error(
+            "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
+            "bookmarks stay where they were.",
+            tenant.key,
+            stream,
+            message,
+        )
+
+    def finish(self) -> None:
+        """Log one summary line per tenant, and fail the run if any tenant failed."""
+        for tenant in self.tenants.values():
+            self.logger.info(tenant.summary())
+        failed = [t for t in self.tenants.values() if t.failure]
+        if len(self.tenants) == 1 and failed and failed[0].error is not None:
+            raise failed[0].error  # one tenant: its own error says it best
+        if failed:
+            details = "; ".join(f"{t.key} ({t.failure})" for t in failed)
+            msg = f"{len(failed)} of {len(self.tenants)} tenants failed: {details}"
+            raise TenantsFailedError(msg)
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        # Overridden (the SDK's steps, then `finish`): a failed tenant must make the exit
+        # code non-zero after the other tenants have finished and their state was written.
+        from singer_sdk.helpers._util import load_json
+        from singer_sdk.plugin_base import _ConfigInput
+
+        super(Tap, cls).invoke(about=about, about_format=about_format)
+        cls.print_version(print_fn=cls.logger.info)
+        config = config or _ConfigInput()
+        tap = cls(
+            config=config.config,
+            state=None if state is None else load_json(state.read()),
+            catalog=None if catalog is None else load_json(catalog.read()),
+            parse_env_config=config.parse_env,
+            validate_config=True,
+        )
+        tap.sync_all()
+        tap.finish()
 
     # -- streams -------------------------------------------------------------------------
 
     def discover_streams(self) -> list[Stream]:
         module = kombo if self.provider == "kombo" else bindbee
         return [stream_class(tap=self) for stream_class in module.STREAMS]
+
+
+def _tenant_specs(provider: str, config: t.Mapping) -> list[tuple[str, dict[str, str]]]:
+    """(name, identifying headers) of each tenant, from the shorthand and `integrations`."""
+    specs = []
+    if provider == "kombo":
+        ids = [config.get("integration_id")]
+        ids += [i.get("integration_id") for i in config.get("integrations") or ()]
+        specs = [(str(i), {"X-Integration-Id": str(i)}) for i in ids if i]
+    else:
+        pairs = [(config.get("connector_token"), config.get("connector_name"))]
+        pairs += [
+            (i.get("connector_token"), i.get("name")) for i in config.get("integrations") or ()
+        ]
+        for token, name in pairs:
+            if token:
+                key = name or "connector-" + hashlib.sha256(str(token).encode()).hexdigest()[:10]
+                specs.append((str(key), {"x-connector-token": str(token)}))
+    return specs
+
+
+def _tenant_errors(provider: str, config: t.Mapping) -> list[str]:
+    """Each tenant complete and named once; at least one tenant."""
+    errors = []
+    integrations = config.get("integrations") or []
+    field, label = (
+        ("integration_id", "X-Integration-Id")
+        if provider == "kombo"
+        else ("connector_token", "x-connector-token")
+    )
+    for position, item in enumerate(integrations):
+        if not str(item.get(field) or "").strip():
+            errors.append(f"'integrations[{position}]' needs '{field}' (provider {provider})")
+        if provider == "bindbee" and len(integrations) > 1 and not item.get("name"):
+            errors.append(
+                f"'integrations[{position}]' needs a 'name': with several connectors, each "
+                "needs a stable non-secret name for records, state and logs"
+            )
+    if not str(config.get(field) or "").strip() and not integrations:
+        errors.append(
+            f"'{field}' is required when provider is '{provider}' (sent as {label}), "
+            "or list tenants in 'integrations'"
+        )
+    names = [key for key, _ in _tenant_specs(provider, config)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        errors.append(f"'integrations' names a tenant more than once: {', '.join(duplicates)}")
+    return errors
 
 
 def _is_loopback(host: str) -> bool:

@@ -92,6 +92,7 @@ def run_tap(
             if prepare is not None:
                 prepare(tap)
             tap.sync_all()
+            tap.finish()
     except Exception as exc:  # the tests decide whether an error was expected
         error = exc
         log_stream.write(f"\nERROR {type(exc).__name__}: {exc}\n")
@@ -137,12 +138,22 @@ def bindbee_config(sb: Sandbox, **overrides: t.Any) -> dict:
         "provider": "bindbee",
         "api_key": SANDBOX_API_KEY,
         "connector_token": BINDBEE_TOKEN,
+        "connector_name": "acme",
         "api_url": sb.bindbee_url,
         "page_size": 15,
         "max_retry_wait_seconds": 2,
     }
     config.update(overrides)
     return config
+
+
+def bookmark(state: dict, stream: str, tenant: str = KOMBO_TENANT) -> str | None:
+    """The bookmark of one tenant (an SDK state partition) of a stream."""
+    partitions = state["bookmarks"][stream].get("partitions", [])
+    for partition in partitions:
+        if tenant in partition["context"].values():
+            return t.cast("str | None", partition.get("replication_key_value"))
+    return None
 
 
 def assert_unique_keys(run: TapRun, stream: str, keys: t.Sequence[str]) -> list[tuple]:

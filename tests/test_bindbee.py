@@ -131,7 +131,8 @@ def test_limiter_keeps_a_burst_under_the_budget(sandbox):
     sandbox.set_option(bindbee_budget_per_minute=8, bindbee_budget_window_s=window)
 
     def short_window(tap: TapLmsUnified) -> None:
-        tap.session.budget.window = window  # the real window is 60 s; same logic, shorter
+        # the real window is 60 s; same logic, shorter
+        tap.tenants[CONNECTOR].session.budget.window = window
 
     run = run_tap(
         bindbee_config(sandbox, page_size=2, max_requests_per_minute=8),

@@ -133,18 +133,32 @@ SCHEMA_FILES = tuple(sorted({m.schema_file for m in MODELS}))
 PRIMARY_KEYS = {f: "progress_id" if f == "kombo/progress.json" else "id" for f in SCHEMA_FILES}
 
 _DT = {"type": ["string", "null"], "format": "date-time"}
+_KOMBO = {"_sdc_deleted_at": _DT, "integration_id": {"type": ["string"]}}
+_BINDBEE = {"connector_name": {"type": ["string"]}}
 # Fields the tap adds to a stream (not in any spec), with their exact schema.
 EXTRAS: dict[str, dict[str, dict[str, Any]]] = {
-    "kombo/users.json": {"_sdc_deleted_at": _DT},
+    "kombo/users.json": _KOMBO,
     "kombo/progress.json": {
         "user_id": {"type": ["string", "null"]},
         "user_changed_at": _DT,
-        "_sdc_deleted_at": _DT,
+        **_KOMBO,
     },
-    "kombo/course_progressions.json": {"_sdc_deleted_at": _DT},
-    "kombo/courses.json": {"_sdc_deleted_at": _DT},
-    "kombo/course_revisions.json": {"_sdc_deleted_at": _DT},
-    "kombo/skills.json": {"_sdc_deleted_at": _DT},
+    "kombo/course_progressions.json": _KOMBO,
+    "kombo/courses.json": _KOMBO,
+    "kombo/course_revisions.json": _KOMBO,
+    "kombo/skills.json": _KOMBO,
+    **{
+        f"bindbee/{model}.json": _BINDBEE
+        for model in (
+            "users",
+            "enrollments",
+            "completions",
+            "courses",
+            "contents",
+            "skills",
+            "categories",
+        )
+    },
 }
 
 # Deliberate deviations from the spec (each must still match a spec field):

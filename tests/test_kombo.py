@@ -10,7 +10,7 @@ import pytest
 
 from tap_lms_unified.client import AuthenticationError, IntegrationNotReadyError, utc_iso
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
-from tests.conftest import KOMBO_TENANT, assert_unique_keys, kombo_config, run_tap
+from tests.conftest import KOMBO_TENANT, assert_unique_keys, bookmark, kombo_config, run_tap
 
 UPDATED_AFTER = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -85,11 +85,14 @@ def test_paired_streams_walk_once_and_one_schema_each(sandbox):
     got = {(r["id"], r["course_id"]) for r in run.records("course_revisions")}
     assert got == expected
     assert all("revisions" not in c for c in run.records("courses"))
-    # state does not grow with the data: one bookmark per stream, no partitions
+    # state does not grow with the data: one bookmark per stream and tenant
     state = run.final_state
     assert set(state["bookmarks"]) == set(KEYS)
-    assert all("partitions" not in b for b in state["bookmarks"].values())
-    assert len(str(state)) < 2000
+    for stream in KEYS:
+        partitions = state["bookmarks"][stream]["partitions"]
+        assert [p["context"] for p in partitions] == [{"integration_id": KOMBO_TENANT}]
+        assert ISO_UTC.match(bookmark(state, stream))
+    assert len(str(state)) < 3000
 
 
 @pytest.mark.parametrize(("selected", "walked"), [({"progress"}, 1), ({"users"}, 1)])
@@ -127,8 +130,8 @@ def test_records_are_typed_for_targets(sandbox):
 
 def test_incremental_second_run_gets_exactly_the_changes(sandbox):
     first = run_tap(kombo_config(sandbox))
-    bookmark = first.final_state["bookmarks"]["users"]["replication_key_value"]
-    assert ISO_UTC.match(bookmark)
+    users_bookmark = bookmark(first.final_state, "users")
+    assert ISO_UTC.match(users_bookmark)
     changed = sandbox.mutate("kombo", KOMBO_TENANT, "users", change=4, delete=2)
     sandbox.reset_requests()
 
@@ -139,7 +142,7 @@ def test_incremental_second_run_gets_exactly_the_changes(sandbox):
     updated_after = sent[0]["updated_after"]
     assert UPDATED_AFTER.match(updated_after)
     # bookmark minus the 5-minute lookback
-    assert utc_iso(updated_after)[:16] <= bookmark[:16]
+    assert utc_iso(updated_after)[:16] <= users_bookmark[:16]
     # exactly the records the API holds as changed since updated_after
     threshold = utc_iso(updated_after)
     expected = {
@@ -171,8 +174,7 @@ def test_bookmark_never_passes_the_sync_start(sandbox):
     run = run_tap(kombo_config(sandbox), select={"skills"})
     after = utc_iso(datetime.now(timezone.utc).isoformat())
     assert run.records("skills")[0]["changed_at"] == "2099-01-01T00:00:00.000000Z"
-    bookmark = run.final_state["bookmarks"]["skills"]["replication_key_value"]
-    assert before <= bookmark <= after
+    assert before <= bookmark(run.final_state, "skills") <= after
 
 
 def test_course_revision_change_returns_its_course(sandbox):
@@ -207,7 +209,7 @@ def test_retries_429_and_503_then_completes(sandbox):
     statuses = Counter(r.status for r in sandbox.requests if r.path == "/lms/skills")
     assert statuses[429] == 1
     assert statuses[503] == 1
-    assert "Retrying GET /lms/skills" in run.log
+    assert f"Tenant {KOMBO_TENANT}: retrying GET /lms/skills" in run.log
 
 
 def test_exhausted_retries_name_endpoint_and_status(sandbox):
