@@ -107,6 +107,12 @@ class Prefetcher:
     def pages(self, stream: str, tenant: str) -> Iterator[bytes]:
         return self._buffers.pop((stream, tenant)).pages()
 
+    def close(self) -> None:
+        """Stop every walk nobody will read (the run ended or failed)."""
+        for buffer in self._buffers.values():
+            buffer.close()
+        self._buffers.clear()
+
     def _run(self, walk: Walk, buffer: PageBuffer) -> None:
         with self._slots:
             try:

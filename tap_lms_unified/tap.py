@@ -377,6 +377,7 @@ class TapLmsUnified(Tap):
         message = self.redact(str(error))
         tenant.failure, tenant.error = f"{stream}: {message}", error
         if self.config.get("fail_fast"):
+            self.prefetcher.close()
             raise error
         self.logger.error(
             "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
@@ -388,6 +389,7 @@ class TapLmsUnified(Tap):
 
     def finish(self) -> None:
         """Log one summary line per tenant, and fail the run if any tenant failed."""
+        self.prefetcher.close()
         for tenant in self.tenants.values():
             self.logger.info(tenant.summary())
         failed = [t for t in self.tenants.values() if t.failure]
