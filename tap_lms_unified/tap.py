@@ -20,6 +20,7 @@ from tap_lms_unified.client import (
     LmsAPIError,
     RateBudget,
     Redactor,
+    SingerWriter,
     Spool,
     Tenant,
 )
@@ -49,6 +50,7 @@ class TapLmsUnified(Tap):
     """Singer tap for the unified LMS APIs of Kombo and Bindbee."""
 
     name = "tap-lms-unified"
+    message_writer_class = SingerWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -362,7 +364,12 @@ class TapLmsUnified(Tap):
         )
         tenants = {}
         for key, headers in _tenant_specs(self.provider, self.config):
-            session = BudgetedSession(RateBudget(per_minute, reset_is_epoch=self.reset_is_epoch))
+            budget = RateBudget(
+                per_minute,
+                reset_is_epoch=self.reset_is_epoch,
+                max_wait=float(self.config.get("max_retry_wait_seconds", 300)),
+            )
+            session = BudgetedSession(budget)
             session.verify = self.config.get("tls_verify", True) is not False
             tenants[key] = Tenant(key=key, headers=headers, session=session)
         return tenants
