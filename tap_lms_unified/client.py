@@ -239,7 +239,7 @@ class Tenant:
         return (
             f"Tenant {self.key}: {outcome}; records: {streams or 'none'}; "
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled "
-            f"(429); {self.seconds:.1f} s"
+            f"(429); {self.seconds:.1f} s walking"
         )
 
 
@@ -559,7 +559,17 @@ class LmsStream(RESTStream[str | None]):
         self._tap.prefetcher.start(self.name, walks)
 
     def _raw_pages_of(self, context: dict) -> t.Callable[[], Iterator[bytes]]:
-        return lambda: (response.content for response in self.iter_pages(context))
+        tenant = self.tenant(context)
+
+        def walk() -> Iterator[bytes]:
+            started = time.monotonic()
+            try:
+                for response in self.iter_pages(context):
+                    yield response.content
+            finally:
+                tenant.seconds += time.monotonic() - started
+
+        return walk
 
     def needs_walk(self, tenant: Tenant) -> bool:
         return True
@@ -574,7 +584,7 @@ class LmsStream(RESTStream[str | None]):
             # level only; each tenant's partition needs its own.
             signpost = self.get_replication_key_signpost(context)
             self.state_manager.write_replication_key_signpost(signpost, context=context)
-        started, count = time.monotonic(), 0
+        count = 0
         try:
             field, key = self.tenant_field, tenant.key
             for row in self.tenant_rows(context):
@@ -587,7 +597,6 @@ class LmsStream(RESTStream[str | None]):
             self._tap.fail_tenant(tenant, self.name, exc)
         finally:
             tenant.records[self.name] += count
-            tenant.seconds += time.monotonic() - started
 
     def tenant_rows(self, context: Context | None) -> Iterator[dict]:
         """This stream's rows for one tenant."""

@@ -132,9 +132,12 @@ MODELS: tuple[Model, ...] = (
 SCHEMA_FILES = tuple(sorted({m.schema_file for m in MODELS}))
 PRIMARY_KEYS = {f: "progress_id" if f == "kombo/progress.json" else "id" for f in SCHEMA_FILES}
 
-_DT = {"type": ["string", "null"], "format": "date-time"}
-_KOMBO = {"_sdc_deleted_at": _DT, "integration_id": {"type": ["string"]}}
-_BINDBEE = {"connector_name": {"type": ["string"]}}
+_DT: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+_KOMBO: dict[str, dict[str, Any]] = {
+    "_sdc_deleted_at": _DT,
+    "integration_id": {"type": ["string"]},
+}
+_BINDBEE: dict[str, dict[str, Any]] = {"connector_name": {"type": ["string"]}}
 # Fields the tap adds to a stream (not in any spec), with their exact schema.
 EXTRAS: dict[str, dict[str, dict[str, Any]]] = {
     "kombo/users.json": _KOMBO,
