@@ -231,7 +231,12 @@ def peak_share(log: list[dict], budget: int) -> float:
 def memory(sizes: t.Sequence[int], rows: list[tuple[str, str, str]]) -> None:
     for size in sizes:
         with Sandbox(
-            "--bindbee-users", str(size), "--bindbee-token", "bench-mem-token-01=mem"
+            "--bindbee-users",
+            str(size),
+            "--bindbee-token",
+            "bench-mem-token-01=mem",
+            "--bindbee-budget-per-minute",
+            "100000000",  # memory is measured here, not the rate limiter
         ) as sb:
             config = {
                 "provider": "bindbee",
