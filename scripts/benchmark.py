@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing as t
 from pathlib import Path
@@ -93,22 +94,42 @@ class Sandbox:
 
 
 def timed(command: list[str]) -> tuple[float, int, bytes]:
-    """Wall seconds, peak RSS (KiB) of that process alone, and its last STATE line."""
+    """Wall seconds, peak RSS (KiB) of that process alone, and its last STATE line.
+
+    The peak is the kernel's VmHWM of the process after exec, polled while it runs:
+    a fork's rusage would also count the (large) benchmark process it was forked from.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
     )
+    peak = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                break
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     assert process.stdout is not None
     last, state = b"", b""
     for line in process.stdout:
         last = line
         if line.startswith(b'{"type":"STATE"'):
             state = line
-    _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child only
+    process.wait()
+    watcher.join()
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[0]} exited with {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss, state or last
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} exited with {process.returncode}")
+    return wall, peak[0], state or last
 
 
 def tap(config: dict, streams: t.Collection[str] | None = None) -> list[str]:

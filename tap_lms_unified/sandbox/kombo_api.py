@@ -175,6 +175,9 @@ class KomboApi:
         return _envelope(nxt, results)
 
     def _rate_headers(self, rate: RateState) -> dict[str, str]:
+        if rate.limit is None and rate.remaining is None:
+            # No budget enforced: never announce one running out (clients would wait).
+            return self._nominal_headers()
         limit = NOMINAL_LIMIT if rate.limit is None else rate.limit
         remaining = max(0, limit - rate.count) if rate.remaining is None else rate.remaining
         return {
