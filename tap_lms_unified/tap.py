@@ -395,7 +395,8 @@ class TapLmsUnified(Tap):
         )
 
     def finish(self) -> None:
-        """Log one summary line per tenant, and fail the run if any tenant failed."""
+        """Flush the output, log one line per tenant, and fail the run if a tenant failed."""
+        self.flush_output()
         self.prefetcher.close()
         for tenant in self.tenants.values():
             self.logger.info(tenant.summary())
@@ -432,8 +433,16 @@ class TapLmsUnified(Tap):
             parse_env_config=config.parse_env,
             validate_config=True,
         )
-        tap.sync_all()
+        try:
+            tap.sync_all()
+        finally:
+            tap.flush_output()  # also when interrupted: the records before it were read
         tap.finish()
+
+    def flush_output(self) -> None:
+        """Write out records still buffered by the writer (no STATE may follow them)."""
+        if isinstance(self.message_writer, SingerWriter):
+            self.message_writer.flush()
 
     # -- streams -------------------------------------------------------------------------
 
