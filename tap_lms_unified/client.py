@@ -54,6 +54,20 @@ class IntegrationNotReadyError(LmsAPIError):
     """The provider has not finished the integration's first sync (Kombo 409)."""
 
 
+class TLSError(LmsAPIError):
+    """The API's TLS certificate could not be verified: retrying will not help."""
+
+
+#: Transport failures retried like a 5xx: timeouts, resets, truncated bodies.
+TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    ConnectionError,
+)
+
+
 class PaginationLoopError(LmsAPIError):
     """The API sent back the cursor it was given: paging would never end."""
 
@@ -68,8 +82,12 @@ def utc_iso(value: object) -> str | None:
     """
     if not isinstance(value, str) or not value:
         return None
-    # Fast path for the APIs' usual `2024-01-01T10:00:00.123Z`.
-    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value[10] == "T":
+    # Fast path for the APIs' usual `2024-01-01T10:00:00.123Z` (still checked: no Feb 30).
+    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
+        try:
+            datetime.fromisoformat(value[:19])
+        except ValueError:
+            return None
         return value[:23] + "000Z"
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -165,8 +183,13 @@ def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float
     if retry_after:
         if retry_after.strip().replace(".", "", 1).isdigit():
             return float(retry_after)
-        when = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
+        try:
+            when = email.utils.parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):  # neither seconds nor an HTTP date: ignore it
+            when = None
         if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
             return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
     if reset and reset.strip().replace(".", "", 1).isdigit():
@@ -425,7 +448,7 @@ class LmsStream(RESTStream[str | None]):
                 f"{self.endpoint} returned HTTP {response.status_code} but not the "
                 f"{self._tap.provider_label} envelope (got {keys})"
             )
-            raise LmsAPIError(msg) from exc
+            raise LmsAPIError(self._tap.redact(msg)) from exc
 
     def error_text(self, response: requests.Response, code: str | None, message: str) -> str:
         """`GET /lms/users → HTTP 401 PLATFORM.X: message`, with secrets redacted."""
@@ -539,9 +562,22 @@ class LmsStream(RESTStream[str | None]):
     def send(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
         """Send through the tenant's budgeted session and validate the answer."""
         tenant.requests += 1
-        response = tenant.session.send(
-            prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
-        )
+        try:
+            response = tenant.session.send(
+                prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+            )
+        except requests.exceptions.SSLError as exc:
+            reason = str(exc).rsplit("SSLError(", 1)[-1].rstrip(")")
+            msg = (
+                f"{self.endpoint}: TLS verification failed for {host_of(prepared.url or '')} "
+                f"({reason}); not retried. Fix the certificate or proxy "
+                "('tls_verify: false' only for debugging)."
+            )
+            raise TLSError(self._tap.redact(msg)) from exc
+        except (*TRANSPORT_ERRORS,) as exc:
+            # Retried like a 5xx; when retries run out, the error names the endpoint.
+            msg = f"{self.endpoint}: {type(exc).__name__} (no complete response)"
+            raise RetriableAPIError(self._tap.redact(msg)) from exc
         self.validate_response(response)
         return response
 
