@@ -326,6 +326,8 @@ class LmsStream(RESTStream[str | None]):
     # so the SDK's per-value conformance pass (40% of a run's CPU) has nothing left to do.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     _warned_keys: frozenset[str] = frozenset()
+    #: API fields that go to a partner stream, so not in this schema (no warning).
+    split_off: t.ClassVar[frozenset[str]] = frozenset()
     #: The record field (and partition key) naming the tenant a record came from.
     tenant_field: t.ClassVar[str]
     #: Fields that are timestamps in our schema, normalised to UTC ISO-8601.
@@ -518,7 +520,7 @@ class LmsStream(RESTStream[str | None]):
         """
         shaped = {name: record.get(name) for name in self.schema_fields}
         if len(shaped) != len(record) or record.keys() != shaped.keys():
-            unknown = record.keys() - shaped.keys() - self._warned_keys
+            unknown = record.keys() - shaped.keys() - self.split_off - self._warned_keys
             if unknown:
                 self._warned_keys |= unknown
                 self.log(

@@ -112,10 +112,7 @@ class UsersStream(KomboWalkStream):
     name = "users"
     path = "/lms/users"
     partner = "progress"
-
-    def rows(self, record: dict) -> Iterator[dict]:
-        user = {k: v for k, v in record.items() if k != "progress"}
-        yield self.normalise(user)
+    split_off = frozenset({"progress"})
 
 
 class ProgressStream(KomboWalkStream):
@@ -154,10 +151,7 @@ class CoursesStream(KomboWalkStream):
     name = "courses"
     path = "/lms/courses"
     partner = "course_revisions"
-
-    def rows(self, record: dict) -> Iterator[dict]:
-        course = {k: v for k, v in record.items() if k != "revisions"}
-        yield self.normalise(course)
+    split_off = frozenset({"revisions"})
 
 
 class CourseRevisionsStream(KomboWalkStream):
