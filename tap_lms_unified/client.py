@@ -604,8 +604,15 @@ class LmsStream(RESTStream[str | None]):
         for context in self.partitions:
             tenant = self.tenant(context)
             if tenant.failure is None and self.needs_walk(tenant):
+                self.prepare_walk(context)
                 walks.append((tenant.key, self._raw_pages_of(context)))
         self._tap.prefetcher.start(self.name, walks)
+
+    def prepare_walk(self, context: dict) -> None:
+        """Read what a walk needs from the shared state, here in the main thread.
+
+        Walks run in worker threads, which must only read what is prepared for them.
+        """
 
     def _raw_pages_of(self, context: dict) -> t.Callable[[], Iterator[bytes]]:
         tenant = self.tenant(context)

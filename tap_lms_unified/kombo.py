@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import typing as t
 from datetime import datetime, timedelta
+from functools import cached_property
 from importlib.resources import files
 
 from singer_sdk import SchemaDirectory, StreamSchema
@@ -80,12 +81,22 @@ class KomboStream(LmsStream):
             "page_size": self._tap.page_size,
             "include_deleted": "true" if self.config["include_deleted"] else "false",
         }
-        start = self.walk_start(context)
+        start = self.walk_starts[context[self.tenant_field]] if context else None
         if start is not None:
             params["updated_after"] = format_updated_after(start)
         if next_page_token:
             params["cursor"] = next_page_token
         return params
+
+    def prepare_walk(self, context: dict) -> None:
+        # Bookmarks are read (and state partitions created, in tenant order) before the
+        # walks start: worker threads never touch the tap's state.
+        self.walk_starts[context[self.tenant_field]] = self.walk_start(context)
+
+    @cached_property
+    def walk_starts(self) -> dict[str, datetime | None]:
+        """`updated_after` of each tenant's walk, by tenant."""
+        return {}
 
     def normalise(self, record: dict) -> dict:
         record = super().normalise(record)

@@ -10,6 +10,7 @@ from ipaddress import ip_address
 from urllib.parse import urlparse
 
 import requests
+import urllib3
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -371,6 +372,8 @@ class TapLmsUnified(Tap):
             )
             session = BudgetedSession(budget)
             session.verify = self.config.get("tls_verify", True) is not False
+            if not session.verify:  # warned once in the log above, not on every request
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             tenants[key] = Tenant(key=key, headers=headers, session=session)
         return tenants
 

@@ -101,7 +101,8 @@ def run_tap(
         root.setLevel(old_level)
     if error is not None and not expect_error:
         raise error
-    messages = [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
+    # split on "\n" only: JSON does not escape U+2028 and friends inside strings
+    messages = [json.loads(line) for line in stdout.getvalue().split("\n") if line.strip()]
     return TapRun(messages=messages, log=log_stream.getvalue(), error=error)
 
 
