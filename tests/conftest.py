@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_lms_unified import bindbee, kombo
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
 
@@ -20,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT.parent / "shared" / "specs"
 KOMBO_TENANT = "sandbox:acme"
 BINDBEE_TOKEN = "sandbox-connector-acme"
+# The tap's own stream lists (`name` is a class attribute of each stream class).
+KOMBO_STREAMS = tuple(str(vars(stream)["name"]) for stream in kombo.STREAMS)
+BINDBEE_STREAMS = tuple(str(vars(stream)["name"]) for stream in bindbee.STREAMS)
 
 
 @dataclass

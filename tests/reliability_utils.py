@@ -19,27 +19,10 @@ from pathlib import Path
 
 from tap_lms_unified.sandbox import Sandbox
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import BINDBEE_TOKEN, KOMBO_TENANT, ROOT, TapRun
+from tests.conftest import BINDBEE_STREAMS, BINDBEE_TOKEN, KOMBO_STREAMS, KOMBO_TENANT, ROOT, TapRun
 
 #: Primary key of each stream (all streams but Kombo's progress use `id`).
 KEY = {"progress": "progress_id"}
-KOMBO_STREAMS = (
-    "users",
-    "progress",
-    "course_progressions",
-    "courses",
-    "course_revisions",
-    "skills",
-)
-BINDBEE_STREAMS = (
-    "users",
-    "enrollments",
-    "completions",
-    "courses",
-    "contents",
-    "skills",
-    "categories",
-)
 
 
 def key_of(stream: str) -> str:

@@ -10,9 +10,15 @@ import pytest
 from tap_lms_unified.client import AuthenticationError, LmsAPIError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import BINDBEE_TOKEN, assert_unique_keys, bindbee_config, run_tap
+from tests.conftest import (
+    BINDBEE_STREAMS,
+    BINDBEE_TOKEN,
+    assert_unique_keys,
+    bindbee_config,
+    run_tap,
+)
 
-STREAMS = ("users", "enrollments", "completions", "courses", "contents", "skills", "categories")
+STREAMS = BINDBEE_STREAMS
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 CONNECTOR = "acme"
 

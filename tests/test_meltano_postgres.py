@@ -24,30 +24,20 @@ from psycopg import sql
 
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import BINDBEE_TOKEN, KOMBO_TENANT, bindbee_config, kombo_config
+from tests.conftest import (
+    BINDBEE_STREAMS,
+    BINDBEE_TOKEN,
+    KOMBO_STREAMS,
+    KOMBO_TENANT,
+    bindbee_config,
+    kombo_config,
+)
 from tests.pg import ClusterError, PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 SECRETS = ("sandbox-api-key", BINDBEE_TOKEN)
 BINDBEE_CONNECTOR = "acme"
-KOMBO_STREAMS = (
-    "users",
-    "progress",
-    "course_progressions",
-    "courses",
-    "course_revisions",
-    "skills",
-)
-BINDBEE_STREAMS = (
-    "users",
-    "enrollments",
-    "completions",
-    "courses",
-    "contents",
-    "skills",
-    "categories",
-)
 
 
 # ---------------------------------------------------------------- fixtures

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tap_lms_unified.sandbox import Fault, Sandbox
-from tests.conftest import ROOT, bindbee_config, kombo_config, run_tap
+from tests.conftest import BINDBEE_STREAMS, ROOT, bindbee_config, kombo_config, run_tap
 from tests.reliability_utils import run_tap_exact
 
 SCHEMAS = ROOT / "tap_lms_unified" / "schemas"
@@ -46,15 +46,6 @@ KOMBO_ENDPOINTS = {
     "/lms/courses": ("courses", "course_revisions", "revisions"),
     "/lms/skills": ("skills", None, None),
 }
-BINDBEE_STREAMS = (
-    "users",
-    "enrollments",
-    "completions",
-    "courses",
-    "contents",
-    "skills",
-    "categories",
-)
 BINDBEE_RELATIONS = {
     "enrollments": ("user", "course", "completion"),
     "completions": ("user", "course", "content"),
