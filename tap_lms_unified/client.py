@@ -34,7 +34,6 @@ if t.TYPE_CHECKING:
 
     from tap_lms_unified.tap import TapLmsUnified
 
-LOGGER = logging.getLogger("tap-lms-unified")
 _DECODE = msgspec.json.Decoder()
 _ENCODE = msgspec.json.Encoder()
 
@@ -143,7 +142,6 @@ class RateBudget:
         self._sent: list[float] = []
         self._not_before = 0.0
         self._lock = threading.Lock()
-        self.waited_seconds = 0.0
 
     def acquire(self) -> None:
         """Block until one more request fits the budget, then count it."""
@@ -158,9 +156,9 @@ class RateBudget:
                         margin = min(1.0, self.window * 0.02)
                         wait = max(wait, self._sent[0] + self.window + margin - now)
                 if wait <= 0:
-                    self._sent.append(now)
+                    if self.per_minute:
+                        self._sent.append(now)
                     return
-                self.waited_seconds += wait
                 time.sleep(wait)
 
     def observe(self, response: requests.Response) -> None:
@@ -722,12 +720,10 @@ class Spool:
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-", buffering=1 << 20)  # noqa: SIM115
-        self.count = 0
 
     def write(self, rows: Iterable[dict]) -> None:
         for row in rows:
             self._file.write(_ENCODE.encode(row) + b"\n")
-            self.count += 1
 
     def read(self) -> Iterator[dict]:
         try:
