@@ -305,20 +305,21 @@ def build_content(m: BindbeeModel, i: int, r: Draw) -> Record:
     return rec
 
 
+def _nth_name(names: tuple[str, ...], i: int) -> str:
+    """The i-th of a list of names, numbered once the list runs out."""
+    name = names[i % len(names)]
+    return name if i < len(names) else f"{name} {i // len(names) + 1}"
+
+
 def build_skill(m: BindbeeModel, i: int, r: Draw) -> Record:
     rec = _head(m, i, r, f"SK-{i + 1}")
-    name = SKILL_NAMES[i % len(SKILL_NAMES)]
-    if i >= len(SKILL_NAMES):
-        name = f"{name} {i // len(SKILL_NAMES) + 1}"
-    rec.update(name=name, status=_status(r))
+    rec.update(name=_nth_name(SKILL_NAMES, i), status=_status(r))
     return rec
 
 
 def build_category(m: BindbeeModel, i: int, r: Draw) -> Record:
     rec = _head(m, i, r, f"CAT-{i + 1}")
-    name = CATEGORY_NAMES[i % len(CATEGORY_NAMES)]
-    if i >= len(CATEGORY_NAMES):
-        name = f"{name} {i // len(CATEGORY_NAMES) + 1}"
+    name = _nth_name(CATEGORY_NAMES, i)
     rec.update(
         name=name,
         description=f"All {name} topics" if r.chance(0.7) else None,
