@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import sys
 import typing as t
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ def run_tap(
     select: t.Iterable[str] | None = None,
     expect_error: bool = False,
     prepare: t.Callable[[TapLmsUnified], None] | None = None,
+    log_level: int = logging.INFO,
 ) -> TapRun:
     """Run the tap in-process, as `tap-lms-unified --config ... --state ...` would."""
     stdout = io.StringIO()
@@ -84,7 +86,7 @@ def run_tap(
     root = logging.getLogger()
     root.addHandler(handler)
     old_level = root.level
-    root.setLevel(logging.INFO)
+    root.setLevel(log_level)
     error: BaseException | None = None
     try:
         with contextlib.redirect_stdout(stdout):
@@ -108,6 +110,14 @@ def run_tap(
     # split on "\n" only: JSON does not escape U+2028 and friends inside strings
     messages = [json.loads(line) for line in stdout.getvalue().split("\n") if line.strip()]
     return TapRun(messages=messages, log=log_stream.getvalue(), error=error)
+
+
+def cli_command(config_file: Path, state_file: Path | None = None) -> list[str]:
+    """The tap's real command line: `python -m tap_lms_unified --config ... [--state ...]`."""
+    command = [sys.executable, "-m", "tap_lms_unified", "--config", str(config_file)]
+    if state_file is not None:
+        command += ["--state", str(state_file)]
+    return command
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import typing as t
@@ -18,8 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tap_lms_unified.sandbox import Sandbox
-from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import BINDBEE_STREAMS, BINDBEE_TOKEN, KOMBO_STREAMS, KOMBO_TENANT, ROOT, TapRun
+from tests.conftest import (
+    BINDBEE_STREAMS,
+    BINDBEE_TOKEN,
+    KOMBO_STREAMS,
+    KOMBO_TENANT,
+    ROOT,
+    TapRun,
+    cli_command,
+    run_tap,
+)
 
 #: Primary key of each stream (all streams but Kombo's progress use `id`).
 KEY = {"progress": "progress_id"}
@@ -100,35 +105,8 @@ def run_tap_exact(
     select: t.Iterable[str] | None = None,
     log_level: int = logging.INFO,
 ) -> TapRun:
-    """Like `conftest.run_tap` (never raises: the error is in `.error`), but output lines
-    are split on "\n" only, as Singer targets do: `str.splitlines()` would also split
-    inside records holding U+0085, U+2028 or U+2029, which JSON does not escape."""
-    stdout = io.StringIO()
-    log_stream = io.StringIO()
-    handler = logging.StreamHandler(log_stream)
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(log_level)
-    error: BaseException | None = None
-    try:
-        with contextlib.redirect_stdout(stdout):
-            tap = TapLmsUnified(config=dict(config), state=state)
-            if select is not None:
-                wanted = set(select)
-                for name, stream in tap.streams.items():
-                    stream.selected = name in wanted
-            tap.sync_all()
-            tap.finish()
-    except Exception as exc:
-        error = exc
-        log_stream.write(f"\nERROR {type(exc).__name__}: {exc}\n")
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    messages = [json.loads(line) for line in stdout.getvalue().split("\n") if line.strip()]
-    return TapRun(messages=messages, log=log_stream.getvalue(), error=error)
+    """`conftest.run_tap` that never raises: the error, if any, is in `.error`."""
+    return run_tap(config, state=state, select=select, expect_error=True, log_level=log_level)
 
 
 # ------------------------------------------------------------------ state
@@ -147,13 +125,6 @@ def bookmark_values(state: dict, stream: str) -> list[t.Any]:
 def write_json(path: Path, data: t.Any) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
-
-
-def cli_command(config_file: Path, state_file: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "tap_lms_unified", "--config", str(config_file)]
-    if state_file is not None:
-        command += ["--state", str(state_file)]
-    return command
 
 
 def cli_env() -> dict[str, str]:

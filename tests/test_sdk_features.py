@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 
-from tests.conftest import KOMBO_TENANT, kombo_config
+from tests.conftest import KOMBO_TENANT, cli_command, kombo_config
 
 
 def run_cli(tmp_path, config: dict, catalog: dict | None = None) -> list[dict]:
     (tmp_path / "config.json").write_text(json.dumps(config))
-    command = [sys.executable, "-m", "tap_lms_unified", "--config", str(tmp_path / "config.json")]
+    command = cli_command(tmp_path / "config.json")
     if catalog is not None:
         (tmp_path / "catalog.json").write_text(json.dumps(catalog))
         command += ["--catalog", str(tmp_path / "catalog.json")]
@@ -23,14 +22,7 @@ def run_cli(tmp_path, config: dict, catalog: dict | None = None) -> list[dict]:
 def discover(tmp_path, config: dict) -> dict:
     (tmp_path / "config.json").write_text(json.dumps(config))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tap_lms_unified",
-            "--config",
-            str(tmp_path / "config.json"),
-            "--discover",
-        ],
+        [*cli_command(tmp_path / "config.json"), "--discover"],
         capture_output=True,
         text=True,
         timeout=120,

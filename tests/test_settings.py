@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import ROOT, bindbee_config, kombo_config, run_tap
+from tests.conftest import ROOT, bindbee_config, cli_command, kombo_config, run_tap
 
 SDK_SETTINGS = {
     "batch_config",
@@ -89,7 +88,7 @@ def test_cli_reports_the_setting_and_exits_non_zero(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"provider": "kombo", "api_key": "secret-key-123"}')
     result = subprocess.run(
-        [sys.executable, "-m", "tap_lms_unified", "--config", str(config)],
+        cli_command(config),
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import typing as t
 from collections import Counter
 
@@ -13,7 +12,7 @@ import pytest
 from tap_lms_unified.client import AuthenticationError, IntegrationNotReadyError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
 from tap_lms_unified.tap import TenantsFailedError
-from tests.conftest import TapRun, bookmark, run_tap
+from tests.conftest import TapRun, bookmark, cli_command, run_tap
 
 KOMBO_TENANTS = ("sandbox:acme", "sandbox:globex", "sandbox:initech")
 TOKENS = {"tok-acme-0123456789": "acme", "tok-globex-9876543210": "globex"}
@@ -130,7 +129,7 @@ def test_cli_exit_code_and_summary_for_a_failed_bindbee_tenant(sb, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     result = subprocess.run(
-        [sys.executable, "-m", "tap_lms_unified", "--config", str(path)],
+        cli_command(path),
         capture_output=True,
         text=True,
         timeout=120,
