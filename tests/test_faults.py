@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tap_lms_unified.client import PaginationLoopError
+from tap_lms_unified.errors import PaginationLoopError
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tests.conftest import bindbee_config, kombo_config, run_tap
 from tests.reliability_utils import (

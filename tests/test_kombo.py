@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tap_lms_unified.client import AuthenticationError, IntegrationNotReadyError, utc_iso
+from tap_lms_unified.errors import AuthenticationError, IntegrationNotReadyError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
+from tap_lms_unified.shaping import utc_iso
 from tests.conftest import KOMBO_TENANT, assert_unique_keys, bookmark, kombo_config, run_tap
 
 UPDATED_AFTER = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tap_lms_unified.client import format_updated_after, utc_iso
+from tap_lms_unified.providers.kombo import format_updated_after
 from tap_lms_unified.sandbox import Fault, Sandbox
+from tap_lms_unified.shaping import utc_iso
 from tests.conftest import KOMBO_TENANT, kombo_config, run_tap
 from tests.reliability_utils import (
     KOMBO_STREAMS,

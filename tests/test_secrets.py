@@ -287,7 +287,7 @@ def test_allow_insecure_http_permits_plain_http_to_a_remote_host():
     with pytest.raises(ConfigValidationError):
         TapLmsUnified(config={**base, "api_url": url})
     tap = TapLmsUnified(config={**base, "api_url": url, "allow_insecure_http": True})
-    assert tap.base_url == url
+    assert tap.run.base_url == url
     bindbee = TapLmsUnified(
         config={
             "provider": "bindbee",
@@ -297,7 +297,7 @@ def test_allow_insecure_http_permits_plain_http_to_a_remote_host():
             "allow_insecure_http": True,
         }
     )
-    assert bindbee.base_url == "http://10.0.0.7:8080"
+    assert bindbee.run.base_url == "http://10.0.0.7:8080"
 
 
 class _Page(http.server.BaseHTTPRequestHandler):

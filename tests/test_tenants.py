@@ -9,9 +9,8 @@ from collections import Counter
 
 import pytest
 
-from tap_lms_unified.client import AuthenticationError, IntegrationNotReadyError
+from tap_lms_unified.errors import AuthenticationError, IntegrationNotReadyError, TenantsFailedError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
-from tap_lms_unified.tap import TenantsFailedError
 from tests.conftest import TapRun, bookmark, cli_command, run_tap
 
 KOMBO_TENANTS = ("sandbox:acme", "sandbox:globex", "sandbox:initech")
@@ -204,7 +203,7 @@ def test_limiter_is_per_tenant_and_never_exceeded(sb):
     sb.set_option(bindbee_budget_per_minute=6, bindbee_budget_window_s=window)
 
     def short_window(tap: t.Any) -> None:
-        for tenant in tap.tenants.values():
+        for tenant in tap.run.tenants.values():
             tenant.session.budget.window = window
 
     run = run_tap(
