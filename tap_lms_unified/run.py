@@ -85,8 +85,8 @@ class Run:
         self.prefetcher = Prefetcher(int(config["max_concurrency"]))
         #: Partner rows spooled by the first stream of a pair, by (stream, tenant).
         self.spools: dict[tuple[str, str], Spool] = {}
-        #: Streams whose walks have started (a pair's partner is fed, not walked again).
-        self.walked: set[str] = set()
+        #: Whether the walks of every selected stream have started (at the first sync).
+        self.walks_started = False
         #: The run's streams by name, registered by the tap.
         self.streams: dict[str, LmsStream] = {}
         #: Builds requests (auth, params); they are sent through a tenant's own session.
@@ -124,6 +124,7 @@ class Run:
         """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
         message = self.redact(str(error))
         tenant.failure, tenant.error = f"{stream}: {message}", error
+        self.prefetcher.cancel_tenant(tenant.key)  # its walks of later streams
         if self.config.get("fail_fast"):
             self.prefetcher.close()
             raise error

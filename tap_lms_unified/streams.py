@@ -88,7 +88,6 @@ class LmsStream(RESTStream[str | None]):
         super().__init__(tap=tap)
         self.run = run
         self.tenant_field = run.provider.tenant_field
-        self._walks_started = False
 
     # -- rows: overridden by streams whose rows are not the API records -----------------
 
@@ -315,22 +314,42 @@ class LmsStream(RESTStream[str | None]):
     def api_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         """This tenant's API records, from its prefetched walk."""
         self.start_walks()
+        tenant = self.tenant(context)
+        prefetcher = self.run.prefetcher
+        if not prefetcher.has(self.name, tenant.key):  # not planned: walk it now
+            self.prepare_walk(dict(context or {}))
+            prefetcher.start([(self.name, tenant.key, self._raw_pages_of(dict(context or {})))])
         provider = self.run.provider
-        for page in self.run.prefetcher.pages(self.name, self.tenant(context).key):
+        for page in prefetcher.pages(self.name, tenant.key):
             yield from provider.page(_DECODE.decode(page))[0]
 
     def start_walks(self) -> None:
-        """Start, once per run, the walks of every tenant of this stream still in the run."""
-        if self._walks_started:
+        """Start, once per run, the walks of every selected stream for every tenant.
+
+        Called when the first stream starts its sync: the SDK then syncs the streams one
+        after the other (in this order), while every walk already fetches its pages.
+        Everything a walk reads from the tap's state is prepared here, in the main thread.
+        """
+        run = self.run
+        if run.walks_started:
             return
-        self._walks_started = True
+        run.walks_started = True
+        fed: set[str] = set()  # streams fed by a partner's walk
         walks = []
-        for context in self.partitions:
-            tenant = self.tenant(context)
-            if tenant.failure is None and self.needs_walk(tenant):
-                self.prepare_walk(context)
-                walks.append((tenant.key, self._raw_pages_of(context)))
-        self.run.prefetcher.start(self.name, walks)
+        for stream in self._tap.streams.values():  # the SDK's sync order
+            if not isinstance(stream, LmsStream) or not stream.selected or stream.name in fed:
+                continue
+            fed.update(stream.plan_partner(fed))
+            for context in stream.partitions:
+                tenant = stream.tenant(context)
+                if tenant.failure is None:
+                    stream.prepare_walk(context)
+                    walks.append((stream.name, tenant.key, stream._raw_pages_of(context)))
+        run.prefetcher.start(walks)
+
+    def plan_partner(self, fed: set[str]) -> set[str]:
+        """The streams this stream's walks also feed (see PairedStream)."""
+        return set()
 
     def prepare_walk(self, context: dict[str, t.Any]) -> None:
         """Read what a walk needs from the shared state, here in the main thread.
@@ -350,9 +369,6 @@ class LmsStream(RESTStream[str | None]):
                 tenant.seconds += time.monotonic() - started
 
         return walk
-
-    def needs_walk(self, tenant: Tenant) -> bool:
-        return True
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         tenant = self.tenant(context)
@@ -398,24 +414,15 @@ class PairedStream(LmsStream):
     #: The partner this stream's walks are feeding, if any.
     walk_partner: PairedStream | None = None
 
-    def needs_walk(self, tenant: Tenant) -> bool:
-        return (self.name, tenant.key) not in self.run.spools
-
-    def start_walks(self) -> None:
-        if self._walks_started:
-            return
+    def plan_partner(self, fed: set[str]) -> set[str]:
+        # Called in sync order: the first stream of a selected pair walks for both.
         partner = self.run.streams.get(self.partner)
         self.walk_partner = (
             partner
-            if isinstance(partner, PairedStream)
-            and partner.selected
-            and partner.name not in self.run.walked
+            if isinstance(partner, PairedStream) and partner.selected and partner.name not in fed
             else None
         )
-        self.run.walked.add(self.name)
-        if self.walk_partner is not None:
-            self.run.walked.add(self.walk_partner.name)
-        super().start_walks()
+        return {self.walk_partner.name} if self.walk_partner is not None else set()
 
     def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         tenant = self.tenant(context)
@@ -423,7 +430,7 @@ class PairedStream(LmsStream):
         if spool is not None:
             yield from spool.read()
             return
-        self.start_walks()  # decides walk_partner
+        self.start_walks()  # once per run: decides walk_partner
         records = self.api_records(context)
         feed = self.walk_partner
         if feed is None:

@@ -1,21 +1,39 @@
 """Walking endpoints: prefetching walks in worker threads, and spools for paired streams.
 
-Latency hiding: walk endpoints in worker threads while the main thread emits records.
+Latency hiding: every walk of the run fetches its pages from the start of the run.
 
-The SDK syncs a stream's partitions (our tenants) one after the other in the main thread,
-which is also where every Singer message is written. Workers walk the endpoint of each
-tenant ahead of that — up to `max_concurrency` walks at once, each under its tenant's own
-rate budget — and append the raw page bodies to a temporary file per walk. The main
-thread reads them back in order. Memory stays at a few pages whatever the data size; the
-Singer output (order of records per stream and tenant, STATE after the records it covers,
-one SCHEMA per stream) is exactly that of a sequential run.
+The SDK syncs streams, and a stream's partitions (our tenants), one after the other in the
+main thread, which is also where every Singer message is written. Worker threads walk the
+endpoints of every selected stream for every tenant ahead of that — up to
+`max_concurrency` walks at once, each tenant under its own rate budget — and append the
+raw page bodies to a temporary file per walk. The main thread reads them back in the order
+the Singer output needs, so the output (records per stream and tenant in API order, STATE
+after the records it covers, one SCHEMA per stream) is exactly that of a sequential run.
+
+Scheduling keeps that cheap and safe:
+
+- A free slot goes to the waiting walk that the reader needs first, so the walk being read
+  is always running (or done) and never waits behind walks read later.
+- A tenant's first walk is its probe: its other walks start once the probe's first page
+  has arrived. A tenant whose credentials are refused costs one request, not one per
+  stream.
+- A walk that fails ends its tenant at that walk in a sequential run, so the tenant's
+  walks read after it are cancelled at once; the reader cancels the rest when it fails
+  the tenant.
+- Memory holds a page or two per walk: pages wait on disk. A walk more than
+  `max_backlog` bytes ahead of its reader pauses, and gives its slot to another walk,
+  until the reader has caught up by half of that; disk use is bounded as well.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import os
 import tempfile
 import threading
 import typing as t
+from dataclasses import dataclass
 
 import msgspec
 
@@ -27,6 +45,9 @@ if t.TYPE_CHECKING:
 
     Walk = Callable[[], Iterable[bytes]]
 
+#: How far (bytes of raw pages on disk) a walk may run ahead of its reader.
+MAX_BACKLOG = 64 << 20
+
 
 class Cancelled(Exception):
     """The reader went away: the walk stops."""
@@ -36,22 +57,39 @@ class PageBuffer:
     """Pages of one walk: written by a worker, read once, in order, by the main thread."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-pages-")  # noqa: SIM115 (shared by two threads)
+        self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-pages-", buffering=0)  # noqa: SIM115 (shared by two threads)
+        self._fd = self._file.fileno()
         self._cond = threading.Condition()
         self._written = 0
+        self._read = 0
         self._done = False
         self._cancelled = False
         self._error: BaseException | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def backlog(self) -> int:
+        """Bytes written and not yet read."""
+        return self._written - self._read
+
     def put(self, page: bytes) -> None:
-        with self._cond:
+        with self._cond:  # the file is only closed under this lock, never mid-write
             if self._cancelled:
                 raise Cancelled
-            self._file.seek(self._written)
-            self._file.write(len(page).to_bytes(8, "big"))
-            self._file.write(page)
+            os.pwrite(self._fd, len(page).to_bytes(8, "big") + page, self._written)
             self._written += 8 + len(page)
             self._cond.notify_all()
+
+    def wait_for_reader(self, backlog: int) -> None:
+        """Block until at most `backlog` bytes are unread; Cancelled if the reader left."""
+        with self._cond:
+            while self._written - self._read > backlog and not self._cancelled:
+                self._cond.wait()
+            if self._cancelled:
+                raise Cancelled
 
     def finish(self, error: BaseException | None = None) -> None:
         with self._cond:
@@ -61,20 +99,19 @@ class PageBuffer:
 
     def pages(self) -> Iterator[bytes]:
         """Every page, as soon as it is written; the walk's error, if any, at its place."""
-        position = 0
         try:
             while True:
                 with self._cond:
-                    while position >= self._written and not self._done:
+                    while self._read >= self._written and not self._done:
                         self._cond.wait()
-                    if position >= self._written:
+                    if self._read >= self._written:
                         if self._error is not None:
                             raise self._error
                         return
-                    self._file.seek(position)
-                    size = int.from_bytes(self._file.read(8), "big")
-                    page = self._file.read(size)
-                    position += 8 + size
+                    size = int.from_bytes(os.pread(self._fd, 8, self._read), "big")
+                    page = os.pread(self._fd, size, self._read + 8)
+                    self._read += 8 + size
+                    self._cond.notify_all()  # a paused walk may go on
                 yield page
         finally:
             self.close()
@@ -84,50 +121,140 @@ class PageBuffer:
             self._cancelled = True
             if not self._file.closed:
                 self._file.close()
+            self._cond.notify_all()
+
+
+@dataclass(eq=False)
+class _Walk:
+    order: int  # position in the reading order
+    stream: str
+    tenant: str
+    pages: Walk
+    buffer: PageBuffer
+    probe: bool  # the tenant's first walk: the others wait for its first page
 
 
 class Prefetcher:
-    """Runs walks in daemon threads, at most `max_concurrency` at a time."""
+    """Runs walks in daemon threads, at most `max_concurrency` fetching at a time."""
 
-    def __init__(self, max_concurrency: int) -> None:
-        self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
-        self._buffers: dict[tuple[str, str], PageBuffer] = {}
+    def __init__(self, max_concurrency: int, max_backlog: int = MAX_BACKLOG) -> None:
+        self._limit = max(1, max_concurrency)
+        self.max_backlog = max_backlog
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._waiting: list[int] = []  # orders of walks waiting for a slot (a heap)
+        self._walks: dict[tuple[str, str], _Walk] = {}
+        self._open: set[str] = set()  # tenants whose probe has answered
+        self._probed: set[str] = set()
+        self._orders = 0
 
-    def start(
-        self, stream: str, walks: Iterable[tuple[str, Callable[[], Iterable[bytes]]]]
-    ) -> None:
-        """Start one walk per (tenant, pages function) of a stream."""
-        for tenant, walk in walks:
-            buffer = PageBuffer()
-            self._buffers[stream, tenant] = buffer
+    def start(self, walks: Iterable[tuple[str, str, Walk]]) -> None:
+        """Start walks of (stream, tenant, pages function), given in their reading order."""
+        added = []
+        with self._cond:  # all registered before any runs: a failing probe cancels them
+            for stream, tenant, pages in walks:
+                probe = tenant not in self._probed
+                self._probed.add(tenant)
+                walk = _Walk(self._orders, stream, tenant, pages, PageBuffer(), probe)
+                self._orders += 1
+                self._walks[stream, tenant] = walk
+                added.append(walk)
+        for walk in added:
             # Daemon threads: an interrupted run must not wait for walks nobody will read.
             threading.Thread(
                 target=self._run,
-                args=(walk, buffer),
-                name=f"walk-{stream}-{tenant}",
+                args=(walk,),
+                name=f"walk-{walk.stream}-{walk.tenant}",
                 daemon=True,
             ).start()
 
+    def has(self, stream: str, tenant: str) -> bool:
+        return (stream, tenant) in self._walks
+
     def pages(self, stream: str, tenant: str) -> Iterator[bytes]:
-        return self._buffers.pop((stream, tenant)).pages()
+        return self._walks.pop((stream, tenant)).buffer.pages()
+
+    def cancel_tenant(self, tenant: str) -> None:
+        """Stop every walk of a tenant that will not be read (it failed)."""
+        self._cancel(lambda walk: walk.tenant == tenant)
 
     def close(self) -> None:
         """Stop every walk nobody will read (the run ended or failed)."""
-        for buffer in self._buffers.values():
-            buffer.close()
-        self._buffers.clear()
+        self._cancel(lambda _walk: True)
 
-    def _run(self, walk: Walk, buffer: PageBuffer) -> None:
-        with self._slots:
+    def _cancel(self, which: Callable[[_Walk], bool]) -> None:
+        with self._cond:
+            walks = [key for key, walk in self._walks.items() if which(walk)]
+            for key in walks:
+                self._walks.pop(key).buffer.close()
+            self._cond.notify_all()
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def _acquire(self, walk: _Walk) -> None:
+        """Wait for a slot: free ones go to the waiting walk read first."""
+        with self._cond:
+            heapq.heappush(self._waiting, walk.order)
             try:
-                for page in walk():
+                while True:
+                    if walk.buffer.cancelled:
+                        raise Cancelled
+                    if self._busy < self._limit and self._waiting[0] == walk.order:
+                        break
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(walk.order)
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+            self._busy += 1
+
+    def _release(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+
+    def _wait_for_probe(self, walk: _Walk) -> None:
+        with self._cond:
+            while walk.tenant not in self._open and not walk.buffer.cancelled:
+                self._cond.wait()
+            if walk.buffer.cancelled:
+                raise Cancelled
+
+    def _opened(self, walk: _Walk) -> None:
+        if walk.probe:
+            with self._cond:
+                self._open.add(walk.tenant)
+                self._cond.notify_all()
+
+    def _run(self, walk: _Walk) -> None:
+        buffer, holding = walk.buffer, False
+        try:
+            if not walk.probe:
+                self._wait_for_probe(walk)
+            self._acquire(walk)
+            holding = True
+            with contextlib.closing(iter(walk.pages())) as pages:  # type: ignore[type-var]
+                for page in pages:
+                    if buffer.backlog > self.max_backlog:
+                        holding = False
+                        self._release()  # paused: another walk may fetch meanwhile
+                        buffer.wait_for_reader(self.max_backlog // 2)
+                        self._acquire(walk)
+                        holding = True
                     buffer.put(page)
-            except Cancelled:
-                buffer.finish()
-            except BaseException as exc:  # handed to the reader, which decides
-                buffer.finish(exc)
-            else:
-                buffer.finish()
+                    self._opened(walk)
+        except Cancelled:
+            buffer.finish()
+        except BaseException as exc:  # handed to the reader, which decides
+            buffer.finish(exc)
+            # The reader ends this tenant here at the latest: its later walks are never read.
+            self._cancel(lambda w: w.tenant == walk.tenant and w.order > walk.order)
+        else:
+            buffer.finish()
+        finally:
+            if holding:
+                self._release()
+            self._opened(walk)
 
 
 class Spool:

@@ -36,10 +36,12 @@ from tests.reliability_utils import (
 
 #: Lookback of these runs: three months, so that the overlap of a rerun is not empty.
 LOOKBACK_MINUTES = 60 * 24 * 90
-#: Kill points: seconds after the tap's first output line. With 40 ms per request a run
-#: spends about 0-0.55 s in course_progressions, -0.65 in the course_revisions walk (its
-#: spool feeds courses), -0.95 in the progress walk (its spool feeds users), then skills
-#: and users; the tap writes records in chunks, flushed at each STATE.
+#: Kill points: seconds after the tap's first output line. These runs fetch one walk at a
+#: time (`max_concurrency: 1`, whose output equals the concurrent one's: test_tenants.py),
+#: which spreads the streams over the run. With 40 ms per request a run spends about
+#: 0-0.55 s in course_progressions, -0.65 in the course_revisions walk (its spool feeds
+#: courses), -0.95 in the progress walk (its spool feeds users), then skills and users;
+#: the tap writes records in chunks, flushed at each STATE.
 KILL_POINTS = (0.05, 0.3, 0.6, 0.75, 0.9)
 
 
@@ -58,6 +60,7 @@ def sb() -> t.Iterator[Sandbox]:
 
 
 def config(sandbox: Sandbox, **overrides: t.Any) -> dict:
+    overrides = {"max_concurrency": 1, **overrides}
     return kombo_config(
         sandbox, page_size=10, lookback_window_minutes=LOOKBACK_MINUTES, **overrides
     )
