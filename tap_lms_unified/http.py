@@ -15,9 +15,15 @@ import requests
 class RateBudget:
     """Keeps one tenant under its request budget, proactively and from the API's headers.
 
+    It is shared by every walk of the tenant (Bindbee: every endpoint of a token draws on
+    its 200 requests per minute; Kombo: one integration's `ratelimit-*` headers).
+
     `per_minute` caps requests in any rolling 60 s window (Bindbee: 200 per token).
-    After each response the provider's `*ratelimit-remaining`/`-reset` headers are read:
-    when nothing remains, the next request waits for the reset (Kombo sends these).
+    The provider's `*ratelimit-remaining`/`-reset` headers set the rest: within one reset
+    window, the fewest requests any answer said remain, less the requests still in flight
+    (the API may not have counted them yet), may be sent; when none may, the next request
+    waits for the reset. Answers arrive out of order when walks run concurrently: the
+    fewest remaining is the answer counted last, so this never overshoots.
     """
 
     def __init__(
@@ -28,15 +34,24 @@ class RateBudget:
         self.window = 60.0
         self.reset_is_epoch = reset_is_epoch
         self._sent: list[float] = []
-        self._not_before = 0.0
-        self._lock = threading.Lock()
+        self._tickets = 0  # requests sent so far: a request's ticket is its number
+        self._in_flight = 0
+        self._remaining: int | None = None  # the fewest remaining any answer of this window said
+        self._reset_at = 0.0  # when this window ends (monotonic)
+        self._window_ticket = 1  # the first ticket sent in this window
+        self._cond = threading.Condition()
 
-    def acquire(self) -> None:
-        """Block until one more request fits the budget, then count it."""
-        with self._lock:
+    def acquire(self) -> int:
+        """Block until one more request fits the budget, then count it; its ticket."""
+        with self._cond:
             while True:
                 now = time.monotonic()
-                wait = self._not_before - now
+                wait = 0.0
+                if self._remaining is not None and now >= self._reset_at:
+                    # A new window: the answers to requests sent from now on tell its budget.
+                    self._remaining, self._window_ticket = None, self._tickets + 1
+                if self._remaining is not None and self._remaining - self._in_flight <= 0:
+                    wait = self._reset_at - now
                 if self.per_minute:
                     self._sent = [s for s in self._sent if s > now - self.window]
                     if len(self._sent) >= self.per_minute:
@@ -46,20 +61,34 @@ class RateBudget:
                 if wait <= 0:
                     if self.per_minute:
                         self._sent.append(now)
-                    return
-                time.sleep(wait)
+                    self._tickets += 1
+                    self._in_flight += 1
+                    return self._tickets
+                self._cond.wait(wait)  # an answer may change the budget meanwhile
 
-    def observe(self, response: requests.Response) -> None:
-        """Respect the provider's own view of the budget for the next request."""
+    def observe(self, response: requests.Response, ticket: int | None = None) -> None:
+        """Respect the provider's own view of the budget for the next requests."""
         headers = response.headers
         remaining = headers.get("ratelimit-remaining") or headers.get("x-ratelimit-remaining")
-        if remaining is None or not remaining.strip().isdigit() or int(remaining) > 0:
+        if remaining is None or not remaining.strip().isdigit():
             return
         wait = reset_seconds(response, reset_is_epoch=self.reset_is_epoch)
-        if wait is not None:
-            wait = min(wait, self.max_wait)
-            with self._lock:
-                self._not_before = max(self._not_before, time.monotonic() + wait)
+        if wait is None:
+            return
+        reset_at = time.monotonic() + min(wait, self.max_wait)
+        with self._cond:
+            if ticket is not None and ticket < self._window_ticket:
+                return  # sent in an earlier window
+            if self._remaining is None or int(remaining) < self._remaining:
+                self._remaining = int(remaining)
+            self._reset_at = max(self._reset_at, reset_at)
+            self._cond.notify_all()
+
+    def done(self) -> None:
+        """A request sent after `acquire` was answered (or failed)."""
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
 
 
 def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float | None:
@@ -95,9 +124,12 @@ class BudgetedSession(requests.Session):
         self.budget = budget
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
-        self.budget.acquire()
-        response = super().send(request, **kwargs)
-        self.budget.observe(response)
+        ticket = self.budget.acquire()
+        try:
+            response = super().send(request, **kwargs)
+            self.budget.observe(response, ticket)
+        finally:
+            self.budget.done()
         return response
 
 

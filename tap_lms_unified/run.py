@@ -7,6 +7,7 @@ run-wide bookkeeping here instead of on the Tap object.
 from __future__ import annotations
 
 import logging
+import threading
 import typing as t
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class Run:
         #: Builds requests (auth, params); they are sent through a tenant's own session.
         self.prepare_session = requests.Session()
         self.tenants = self._tenants()
+        #: Records per request: the setting or the provider's default, stepped down once
+        #: if the API refuses it (see step_down_page_size).
+        self.page_size = int(config.get("page_size") or provider.page_size_default)
+        self._page_size_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -99,9 +104,22 @@ class Run:
             return str(self.config["api_url"]).rstrip("/")
         return self.provider.base_url(self.config)
 
-    @property
-    def page_size(self) -> int:
-        return int(self.config.get("page_size") or self.provider.page_size_default)
+    def step_down_page_size(self, rejected: int) -> bool:
+        """After a 422 on `page_size`: whether to retry with a smaller size (once per run)."""
+        with self._page_size_lock:
+            if self.page_size < rejected:
+                return True  # another walk has stepped down already
+            fallback = self.provider.page_size_fallback
+            if fallback is None or self.page_size <= fallback:
+                return False
+            self.logger.warning(
+                "%s refused page_size %d: using %d for the rest of this run.",
+                self.provider.label,
+                self.page_size,
+                fallback,
+            )
+            self.page_size = fallback
+            return True
 
     def _tenants(self) -> dict[str, Tenant]:
         """The run's tenants by non-secret name, each with its own session and budget."""
@@ -125,8 +143,10 @@ class Run:
         message = self.redact(str(error))
         tenant.failure, tenant.error = f"{stream}: {message}", error
         self.prefetcher.cancel_tenant(tenant.key)  # its walks of later streams
+        for key in [key for key in self.spools if key[1] == tenant.key]:
+            self.spools.pop(key).close()  # rows of a partner stream that will skip it
         if self.config.get("fail_fast"):
-            self.prefetcher.close()
+            self.close()
             raise error
         self.logger.error(
             "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
@@ -139,9 +159,15 @@ class Run:
     def failed(self) -> list[Tenant]:
         return [tenant for tenant in self.tenants.values() if tenant.failure]
 
+    def close(self) -> None:
+        """Stop the walks and drop the spools nobody will read."""
+        self.prefetcher.close()
+        while self.spools:
+            self.spools.popitem()[1].close()
+
     def finish(self) -> None:
         """Stop the walks, log one line per tenant, and fail the run if a tenant failed."""
-        self.prefetcher.close()
+        self.close()
         for tenant in self.tenants.values():
             self.logger.info(tenant.summary())
         failed = self.failed()
