@@ -26,6 +26,10 @@ class PaginationLoopError(LmsAPIError):
     """The API sent back a cursor it had already sent: paging would never end."""
 
 
+class PageSizeRejectedError(LmsAPIError):
+    """A 422 that names `page_size`: the API accepts smaller pages than requested."""
+
+
 class TenantsFailedError(LmsAPIError):
     """At least one tenant failed; the others finished and their state was kept."""
 

@@ -38,6 +38,9 @@ class Provider:
     #: Default and maximum `page_size`, from the provider's docs.
     page_size_default: t.ClassVar[int]
     page_size_max: t.ClassVar[int]
+    #: The size to step down to, once per run, when the API refuses a page size with a 422
+    #: that names `page_size` (docs that disagree on the maximum); None: no step-down.
+    page_size_fallback: t.ClassVar[int | None] = None
     #: The record field (and state partition key) naming the tenant a record came from.
     tenant_field: t.ClassVar[str]
     #: The setting that identifies a tenant, named in authentication errors.

@@ -28,6 +28,7 @@ from tap_lms_unified.errors import (
     AuthenticationError,
     IntegrationNotReadyError,
     LmsAPIError,
+    PageSizeRejectedError,
     PaginationLoopError,
     TLSError,
 )
@@ -175,6 +176,8 @@ class LmsStream(RESTStream[str | None]):
             raise RetriableAPIError(text, response)
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise AuthenticationError(text)
+        if status == HTTPStatus.UNPROCESSABLE_ENTITY and "page_size" in message:
+            raise PageSizeRejectedError(text)
         raise LmsAPIError(text)
 
     def _validate_body(self, response: requests.Response) -> None:
@@ -260,8 +263,14 @@ class LmsStream(RESTStream[str | None]):
         with self.get_http_request_counter() as request_counter:
             request_counter.with_context(context)
             while not paginator.finished:
+                size = self.run.page_size
                 prepared = self._prepare_request(context=context, page=paginator)
-                response = send(prepared, tenant)  # type: ignore[arg-type]
+                try:
+                    response = send(prepared, tenant)  # type: ignore[arg-type]
+                except PageSizeRejectedError:
+                    if self.run.step_down_page_size(size):
+                        continue  # the same page again, smaller
+                    raise
                 request_counter.increment()
                 self.update_sync_costs(prepared, response, context)
                 yield response

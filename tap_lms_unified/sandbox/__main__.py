@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"accepted X-Integration-Id (repeatable; default {list(DEFAULT_KOMBO_TENANTS)})",
     )
     p.add_argument("--kombo-budget-per-minute", type=int, default=None)
+    p.add_argument(
+        "--kombo-budget-window-s",
+        type=float,
+        default=60.0,
+        help="length of a Kombo budget window in seconds (default 60)",
+    )
     p.add_argument("--bindbee-users", type=int, default=40)
     p.add_argument("--bindbee-courses", type=int, default=10)
     p.add_argument("--bindbee-enrollments", type=int, default=None)
@@ -45,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         f"default {next(iter(DEFAULT_BINDBEE_TOKENS))}=acme)",
     )
     p.add_argument("--bindbee-budget-per-minute", type=int, default=200)
+    p.add_argument(
+        "--bindbee-budget-window-s",
+        type=float,
+        default=60.0,
+        help="length of a Bindbee budget window in seconds (default 60): a benchmark of "
+        "budget use can take a few short windows instead of minutes",
+    )
     p.add_argument("--bindbee-empty-page-every", type=int, default=0)
     p.add_argument("--latency-ms", type=float, default=0)
     p.add_argument("--ready-file", type=Path, help="write the base URL here once listening")
@@ -78,12 +91,14 @@ def main() -> None:
         kombo_legacy_users=args.kombo_shape == "legacy",
         kombo_tenants=tuple(args.kombo_tenant or DEFAULT_KOMBO_TENANTS),
         kombo_budget_per_minute=args.kombo_budget_per_minute,
+        kombo_budget_window_s=args.kombo_budget_window_s,
         bindbee_users=args.bindbee_users,
         bindbee_courses=args.bindbee_courses,
         bindbee_enrollments=args.bindbee_enrollments,
         bindbee_completions=args.bindbee_completions,
         bindbee_tokens=_tokens(args.bindbee_token),
         bindbee_budget_per_minute=args.bindbee_budget_per_minute,
+        bindbee_budget_window_s=args.bindbee_budget_window_s,
         bindbee_empty_page_every=args.bindbee_empty_page_every,
         latency_ms=args.latency_ms,
         host=args.host,

@@ -86,7 +86,7 @@ class BindbeeApi:
         if not parts or parts[0] not in BINDBEE_MODELS or len(parts) > 2:
             return detail(404, "Not Found", headers)
         model = self.data.bindbee(name).model(parts[0])
-        errors, flags = _validate(req.params)
+        errors, flags = _validate(req.params, self.options.bindbee_max_page_size)
         if errors:
             return json_response(422, {"detail": errors}, headers)
         raw, custom, page_size = flags
@@ -154,7 +154,9 @@ def _rate_headers(rate: RateState) -> dict[str, str]:
     }
 
 
-def _validate(params: dict[str, str]) -> tuple[list[dict[str, Any]], tuple[bool, bool, int]]:
+def _validate(
+    params: dict[str, str], max_page_size: int = MAX_PAGE_SIZE
+) -> tuple[list[dict[str, Any]], tuple[bool, bool, int]]:
     """FastAPI-style validation of the common query parameters."""
     errors: list[dict[str, Any]] = []
     flags = []
@@ -187,14 +189,14 @@ def _validate(params: dict[str, str]) -> tuple[list[dict[str, Any]], tuple[bool,
             }
         )
     else:
-        if page_size > MAX_PAGE_SIZE:
+        if page_size > max_page_size:
             errors.append(
                 {
                     "type": "less_than_equal",
                     "loc": ["query", "page_size"],
-                    "msg": f"Input should be less than or equal to {MAX_PAGE_SIZE}",
+                    "msg": f"Input should be less than or equal to {max_page_size}",
                     "input": raw_size,
-                    "ctx": {"le": MAX_PAGE_SIZE},
+                    "ctx": {"le": max_page_size},
                 }
             )
         elif page_size < 1:

@@ -27,6 +27,8 @@ class Options:
     bindbee_budget_per_minute: int | None = 200
     bindbee_budget_window_s: float = 60.0
     bindbee_empty_page_every: int = 0
+    #: The largest page_size Bindbee accepts (its spec says 200, older docs said 100).
+    bindbee_max_page_size: int = 200
 
     def update(self, values: Mapping[str, Any]) -> None:
         """Validate and set options; raises ``ValueError`` on unknown names or bad values."""
@@ -64,6 +66,8 @@ def _coerce(name: str, value: Any) -> Any:
         return _number(name, value, int, minimum=0)
     if name == "bindbee_empty_page_every":
         return _number(name, value, int, minimum=0)
+    if name == "bindbee_max_page_size":
+        return _number(name, value, int, minimum=1)
     return _number(name, value, float, minimum=0)
 
 
