@@ -424,8 +424,12 @@ def test_soak_random_faults_on_a_tenth_of_the_requests(capsys: pytest.CaptureFix
             problems.update(
                 {f"{provider}/{k}": v for k, v in record_set_diff(run.messages, want).items()}
             )
-        requests = len(sb.requests)
         applied = sum(f.applied for f in faults)
+        # A delayed request is logged when its delay ends, which can be after the run.
+        deadline = time.monotonic() + 5
+        while len(sb.requests) < len(baseline) + applied and time.monotonic() < deadline:
+            time.sleep(0.05)
+        requests = len(sb.requests)
         kinds = Counter(f"{f.kind}{f.status or ''}" for f in faults for _ in range(f.applied))
     with capsys.disabled():
         print(

@@ -1,0 +1,355 @@
+"""Every walk of a run fetched at once: the output is still exactly the sequential one.
+
+The tap starts the walks of every selected stream for every tenant when the first stream
+starts (walking.py). These tests compare, message for message, a run with the default
+concurrency against a run with `max_concurrency: 1` for every shape of run: one tenant or
+many, every stream or paired streams alone, tenants failing on their first request or in
+the middle of a later stream, fail_fast, walks paused far ahead of their reader. They also
+check the budgets shared by a tenant's concurrent walks and Bindbee's page size. No test
+measures time: scripts/benchmark does.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+import pytest
+
+from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault, Sandbox
+from tests.conftest import TapRun, bindbee_config, kombo_config, run_tap
+from tests.test_tenants import comparable
+
+KOMBO_TENANTS = ("sandbox:acme", "sandbox:globex", "sandbox:initech")
+TOKENS = {"tok-acme-0123456789": "acme", "tok-globex-9876543210": "globex"}
+
+
+@pytest.fixture(scope="module")
+def sb() -> t.Iterator[Sandbox]:
+    with Sandbox(
+        seed=11,
+        kombo_users=40,
+        progress_per_user=2,
+        kombo_courses=9,
+        kombo_skills=7,
+        kombo_tenants=KOMBO_TENANTS,
+        bindbee_users=30,
+        bindbee_courses=6,
+        bindbee_tokens=TOKENS,
+        latency_ms=3,
+    ) as sandbox:
+        yield sandbox
+
+
+def kombo(sb: Sandbox, tenants: t.Sequence[str] = KOMBO_TENANTS, **extra: t.Any) -> dict:
+    return {
+        "provider": "kombo",
+        "api_key": SANDBOX_API_KEY,
+        "api_url": sb.kombo_url,
+        "integrations": [{"integration_id": i} for i in tenants],
+        "page_size": 7,
+        "max_retry_wait_seconds": 0.2,
+        "max_retries": 1,
+        **extra,
+    }
+
+
+def bindbee(sb: Sandbox, **extra: t.Any) -> dict:
+    return {
+        "provider": "bindbee",
+        "api_key": SANDBOX_API_KEY,
+        "api_url": sb.bindbee_url,
+        "integrations": [{"connector_token": k, "name": v} for k, v in TOKENS.items()],
+        "page_size": 8,
+        "max_retry_wait_seconds": 0.2,
+        "max_retries": 1,
+        **extra,
+    }
+
+
+def both_ways(
+    sb: Sandbox,
+    config: dict,
+    *,
+    faults: t.Sequence[Fault] = (),
+    select: t.Iterable[str] | None = None,
+    prepare: t.Callable[[t.Any], None] | None = None,
+) -> tuple[TapRun, TapRun]:
+    """The run with max_concurrency 1, then with 8, each against the same faults."""
+    runs = []
+    for concurrency in (1, 8):
+        sb.clear_faults()
+        for fault in faults:
+            sb.inject(Fault(**{**fault.__dict__, "seen": 0, "applied": 0}))
+        runs.append(
+            run_tap(
+                {**config, "max_concurrency": concurrency},
+                select=select,
+                prepare=prepare,
+                expect_error=True,
+            )
+        )
+    sb.clear_faults()
+    return runs[0], runs[1]
+
+
+def assert_same(sequential: TapRun, concurrent: TapRun) -> None:
+    assert comparable(concurrent) == comparable(sequential)
+    assert type(concurrent.error) is type(sequential.error)
+    assert _no_log_ids(concurrent.error) == _no_log_ids(sequential.error)
+
+
+def _no_log_ids(error: BaseException | None) -> str:
+    """An error's text without the sandbox's random Kombo log ids."""
+    return re.sub(r"logs\?id=\w+", "logs?id=…", str(error))
+
+
+KOMBO_SELECTIONS = [
+    None,  # every stream
+    {"users", "progress"},
+    {"progress"},
+    {"users"},
+    {"courses", "course_revisions", "skills"},
+    {"course_revisions"},
+]
+
+
+@pytest.mark.parametrize("select", KOMBO_SELECTIONS, ids=lambda s: "+".join(sorted(s or {"all"})))
+def test_kombo_selections(sb, select):
+    sequential, concurrent = both_ways(sb, kombo(sb), select=select)
+    assert sequential.error is None
+    assert sequential.by_type["RECORD"] > 0
+    assert_same(sequential, concurrent)
+
+
+def test_kombo_one_tenant_every_stream(sb):
+    sequential, concurrent = both_ways(sb, kombo(sb, tenants=KOMBO_TENANTS[:1]))
+    assert sequential.error is None
+    assert_same(sequential, concurrent)
+
+
+KOMBO_FAILURES = {
+    # refused on its first request: every stream of that tenant is skipped
+    "not-ready": [Fault("status", provider="kombo", tenant="sandbox:globex", status=409)],
+    # fails in the middle of a later stream's walk (its earlier streams were complete)
+    "mid-users": [
+        Fault(
+            "status",
+            provider="kombo",
+            path="/lms/users",
+            tenant="sandbox:acme",
+            status=401,
+            after=2,
+            times=None,
+        )
+    ],
+    # retries run out in the middle of the shared courses walk (its partner gets nothing)
+    "mid-courses": [
+        Fault(
+            "status",
+            provider="kombo",
+            path="/lms/courses",
+            tenant="sandbox:initech",
+            status=503,
+            after=1,
+            times=None,
+        )
+    ],
+    # two tenants failing, in different streams
+    "two": [
+        Fault(
+            "status",
+            provider="kombo",
+            path="/lms/skills",
+            tenant="sandbox:acme",
+            status=403,
+            times=None,
+        ),
+        Fault(
+            "status",
+            provider="kombo",
+            path="/lms/course-progressions",
+            tenant="sandbox:initech",
+            status=401,
+            after=3,
+            times=None,
+        ),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KOMBO_FAILURES))
+@pytest.mark.parametrize("select", [None, {"users", "progress"}], ids=["all", "users+progress"])
+def test_kombo_failed_tenants(sb, name, select):
+    sequential, concurrent = both_ways(sb, kombo(sb), faults=KOMBO_FAILURES[name], select=select)
+    if select is None or name in ("not-ready", "mid-users"):  # the faults hit the selection
+        assert sequential.error is not None
+    assert_same(sequential, concurrent)
+
+
+def test_kombo_fail_fast_mid_walk(sb):
+    faults = [
+        Fault(
+            "status",
+            provider="kombo",
+            path="/lms/users",
+            tenant="sandbox:globex",
+            status=401,
+            after=1,
+            times=None,
+        )
+    ]
+    sequential, concurrent = both_ways(sb, kombo(sb, fail_fast=True), faults=faults)
+    assert sequential.error is not None
+    assert_same(sequential, concurrent)
+
+
+def test_kombo_incremental_rerun(sb):
+    first = run_tap(kombo(sb))
+    sb.mutate("kombo", "sandbox:acme", "users", change=3)
+    sb.mutate("kombo", "sandbox:globex", "courses", change=2)
+    # The first rerun may still see the changes as newer than its own start (the bookmark
+    # cap): compare the two runs after it.
+    run_tap(kombo(sb), state=first.final_state)
+    # The first rerun may still see the changes as newer than its own start (the bookmark
+    # cap): compare the two runs after it.
+    run_tap(kombo(sb), state=first.final_state)
+    runs = []
+    for concurrency in (1, 8):
+        runs.append(run_tap({**kombo(sb), "max_concurrency": concurrency}, state=first.final_state))
+    assert_same(*runs)
+    assert 0 < runs[0].by_type["RECORD"] < first.by_type["RECORD"]
+
+
+def test_bindbee_every_stream_and_a_failing_connector(sb):
+    config = bindbee(sb)
+    config["integrations"].append({"connector_token": "tok-revoked-5555555", "name": "revoked"})
+    sequential, concurrent = both_ways(sb, config)
+    assert "1 of 3 tenants failed" in str(sequential.error)
+    assert_same(sequential, concurrent)
+
+
+def test_bindbee_failing_mid_stream(sb):
+    faults = [
+        Fault(
+            "status",
+            provider="bindbee",
+            path="/enrollments",
+            tenant="globex",
+            status=403,
+            after=2,
+            times=None,
+        )
+    ]
+    sequential, concurrent = both_ways(sb, bindbee(sb), faults=faults)
+    assert sequential.error is not None
+    assert_same(sequential, concurrent)
+
+
+def test_walks_far_ahead_of_their_reader_pause(sb):
+    """A backlog of one byte: every walk pauses after each page, giving up its slot."""
+
+    def tiny_backlog(tap: t.Any) -> None:
+        tap.run.prefetcher.max_backlog = 1
+
+    sequential, concurrent = both_ways(
+        sb, {**kombo(sb), "max_concurrency": 2}, prepare=tiny_backlog
+    )
+    assert sequential.error is None
+    assert_same(sequential, concurrent)
+    faults = KOMBO_FAILURES["two"]
+    sequential, concurrent = both_ways(sb, bindbee(sb), faults=(), prepare=tiny_backlog)
+    assert_same(sequential, concurrent)
+    sequential, concurrent = both_ways(sb, kombo(sb), faults=faults, prepare=tiny_backlog)
+    assert_same(sequential, concurrent)
+
+
+def test_a_refused_tenant_costs_one_request(sb):
+    sb.reset_requests()
+    config = bindbee(sb)
+    config["integrations"].append({"connector_token": "tok-revoked-5555555", "name": "revoked"})
+    run = run_tap(config, expect_error=True)
+    assert "revoked" in str(run.error)
+    assert sum(1 for r in sb.requests if r.status == 401) == 1
+
+
+# -- budgets shared by a tenant's concurrent walks ----------------------------------------
+
+
+def test_kombo_rate_limit_headers_across_concurrent_walks():
+    """Kombo's ratelimit-remaining/-reset, honoured by four walks of one integration."""
+    with Sandbox(
+        seed=2,
+        kombo_users=40,
+        progress_per_user=2,
+        kombo_courses=9,
+        kombo_skills=7,
+        kombo_budget_per_minute=6,
+        kombo_budget_window_s=1,
+    ) as sandbox:
+        run = run_tap(kombo_config(sandbox, page_size=10))
+        log = sandbox.requests
+    assert len(log) > 12  # a few windows' worth, four endpoints walked at once
+    assert [r for r in log if r.status == 429] == []
+    assert len(run.records("users")) == 40
+    assert len(run.records("course_progressions")) == 80
+
+
+def test_bindbee_budget_is_shared_by_a_tokens_streams():
+    window = 1.5
+    with Sandbox(
+        seed=4,
+        bindbee_users=40,
+        bindbee_courses=6,
+        bindbee_tokens=TOKENS,
+        bindbee_budget_per_minute=8,
+        bindbee_budget_window_s=window,
+    ) as sandbox:
+
+        def short_window(tap: t.Any) -> None:
+            for tenant in tap.run.tenants.values():
+                tenant.session.budget.window = window
+
+        run = run_tap(
+            bindbee(sandbox, page_size=10, max_requests_per_minute=8), prepare=short_window
+        )
+        log = [r for r in sandbox.requests if r.path.startswith("/api/lms/v1/")]
+    assert run.error is None
+    assert [r for r in log if r.status == 429] == []
+    for name in TOKENS.values():
+        paths = {r.path for r in log if r.tenant == name}
+        assert len(paths) == 7
+
+
+# -- Bindbee's page size ------------------------------------------------------------------
+
+
+def test_bindbee_asks_for_200_and_steps_down_once_on_a_422(sandbox):
+    sandbox.set_option(bindbee_max_page_size=100)
+    config = bindbee_config(sandbox)
+    del config["page_size"]
+    run = run_tap(config)
+    sizes = [r.params.get("page_size") for r in sandbox.requests]
+    assert sizes[0] == "200"
+    assert sizes.count("200") == 1  # refused once, remembered for the run
+    assert set(sizes[1:]) == {"100"}
+    assert [r.status for r in sandbox.requests].count(422) == 1
+    assert run.log.count("refused page_size 200: using 100") == 1
+    assert len(run.records("users")) == 40
+
+
+def test_bindbee_uses_200_where_the_api_accepts_it(sandbox):
+    config = bindbee_config(sandbox)
+    del config["page_size"]
+    run = run_tap(config)
+    assert {r.params.get("page_size") for r in sandbox.requests} == {"200"}
+    assert len(run.records("users")) == 40
+
+
+def test_a_422_on_the_smaller_size_still_fails_the_tenant(sandbox):
+    sandbox.set_option(bindbee_max_page_size=50)
+    config = bindbee_config(sandbox)
+    del config["page_size"]
+    run = run_tap(config, expect_error=True)
+    assert "page_size" in str(run.error)
+    assert "HTTP 422" in str(run.error)
