@@ -29,6 +29,12 @@ class SingerWriter(MsgSpecWriter):
         if message.type != SingerMessageType.RECORD or len(self._pending) >= self.CHUNK:
             self.flush()
 
+    def write_record_line(self, line: bytes) -> None:
+        """A RECORD message already serialised as the SDK would, newline included."""
+        self._pending += line
+        if len(self._pending) >= self.CHUNK:
+            self.flush()
+
     def flush(self) -> None:
         """Write out everything buffered."""
         buffer = getattr(sys.stdout, "buffer", None)

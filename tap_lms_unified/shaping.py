@@ -16,13 +16,21 @@ def utc_iso(value: object) -> str | None:
     """
     if not isinstance(value, str) or not value:
         return None
-    # Fast path for the APIs' usual `2024-01-01T10:00:00.123Z` (still checked: no Feb 30).
-    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
+    # Fast paths for the APIs' usual `2024-01-01T10:00:00.123Z` and for values already in
+    # our format (a partner's row re-shaped); still checked: no Feb 30.
+    size = len(value)
+    if size == 24 and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
         try:
             datetime.fromisoformat(value[:19])
         except ValueError:
             return None
         return value[:23] + "000Z"
+    if size == 27 and value[19] == "." and value[26] == "Z" and value[20:26].isdigit():
+        try:
+            datetime.fromisoformat(value[:19])
+        except ValueError:
+            return None
+        return value
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

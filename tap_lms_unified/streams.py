@@ -18,8 +18,11 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, metrics
 from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.contrib.msgspec import encoder as singer_encoder
 from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_lms_unified.errors import (
@@ -33,6 +36,7 @@ from tap_lms_unified.errors import (
     TLSError,
 )
 from tap_lms_unified.http import host_of, reset_seconds
+from tap_lms_unified.output import SingerWriter
 from tap_lms_unified.shaping import Shaper
 from tap_lms_unified.walking import Spool
 
@@ -89,6 +93,8 @@ class LmsStream(RESTStream[str | None]):
         super().__init__(tap=tap)
         self.run = run
         self.tenant_field = run.provider.tenant_field
+        #: The greatest bookmark value handed to the SDK in the current partition.
+        self._high: str | None = None
 
     # -- rows: overridden by streams whose rows are not the API records -----------------
 
@@ -379,7 +385,72 @@ class LmsStream(RESTStream[str | None]):
 
         return walk
 
+    # -- the SDK's per-record work, without what this tap never needs --------------------
+
+    @cached_property
+    def _plain_writer(self) -> tuple[SingerWriter, str] | None:
+        """(writer, stream alias) when a RECORD can be written without the SDK's passes.
+
+        The SDK pops deselected properties, conforms types and applies stream maps to
+        every record: with every property selected, conformance off (`shape` did it) and
+        no stream map or flattening, all three leave the record unchanged. Otherwise
+        (None) every record takes the SDK's own path.
+        """
+        writer = self._tap.message_writer
+        maps = self.stream_maps
+        if (
+            isinstance(writer, SingerWriter)
+            and self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
+            and all(self.mask.values())
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+        ):
+            return writer, maps[0].stream_alias
+        return None
+
+    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+        plain = self._plain_writer
+        if plain is None:
+            super()._write_record_message(record)
+            return
+        writer, alias = plain
+        message: dict[str, t.Any] = {"type": "RECORD", "stream": alias, "record": record}
+        if self._stream_version is not None:
+            message["version"] = self._stream_version
+        message["time_extracted"] = utc_now()
+        # The SDK's own encoder, so the line is byte for byte what its writer would write.
+        writer.write_record_line(singer_encoder.encode(message) + b"\n")
+        self.state_manager.is_flushed = False
+
+    def _increment_stream_state(
+        self, latest_record: dict[str, t.Any], *, context: Context | None = None
+    ) -> None:
+        # Unsorted streams keep the greatest value seen: a record that cannot raise it
+        # leaves the state as it is, so the SDK need not look at it.
+        value = latest_record.get(self.replication_key) if self.replication_key else None
+        high = self._high
+        if isinstance(value, str) and high is not None and value <= high and not self.is_sorted:
+            return
+        super()._increment_stream_state(latest_record, context=context)
+        if isinstance(value, str):
+            self._high = value if high is None or value > high else high
+
+    def _process_record(
+        self,
+        record: dict[str, t.Any],
+        child_context: Context | None = None,
+        partition_context: Context | None = None,
+    ) -> None:
+        if self.child_streams:
+            super()._process_record(record, child_context, partition_context)
+            return
+        for key, value in (partition_context or {}).items():  # what the SDK does, no children
+            if key not in record:
+                record[key] = value
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        self._high = None  # a new partition: its own progress markers
         tenant = self.tenant(context)
         if tenant.failure is not None:
             self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)

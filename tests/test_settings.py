@@ -80,7 +80,7 @@ def test_region_chooses_the_kombo_host():
     assert us.run.base_url == "https://api.us.kombo.dev/v1"
     bindbee = TapLmsUnified(config={"provider": "bindbee", "api_key": "k", "connector_token": "t"})
     assert bindbee.run.base_url == "https://api.bindbee.dev"
-    assert bindbee.run.page_size == 100
+    assert bindbee.run.page_size == 200  # steps down to 100 once if refused
     assert eu.run.page_size == 250
 
 
