@@ -12,12 +12,27 @@ import typing as t
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
+import msgspec
+
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
     from singer_sdk import typing as th
 
     from tap_lms_unified.streams import LmsStream
+
+
+_DECODE = msgspec.json.Decoder()
+
+
+def envelope_cursor(decoder: msgspec.json.Decoder[t.Any], content: bytes) -> t.Any:
+    """Decode a page with a typed `decoder` of its envelope: the envelope's errors as
+    KeyError/TypeError (not the envelope), other errors as DecodeError (no JSON)."""
+    try:
+        return decoder.decode(content)
+    except msgspec.ValidationError as exc:
+        _DECODE.decode(content)  # no JSON at all: DecodeError
+        raise TypeError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,15 @@ class Provider:
     def page(self, body: t.Any) -> tuple[list[t.Any], str | None]:
         """(records, next cursor) of one decoded page; KeyError/TypeError if not the envelope."""
         raise NotImplementedError
+
+    def cursor(self, content: bytes) -> str | None:
+        """The next cursor of a raw page, after checking it is the envelope.
+
+        DecodeError if it is no JSON, KeyError/TypeError if not the envelope. Providers
+        override this with a typed decoder that skips over the records instead of
+        building them (the main thread decodes them, once).
+        """
+        return self.page(_DECODE.decode(content))[1]
 
     def error_details(self, body: t.Any) -> tuple[str | None, str]:
         """(error code, human message) from the provider's error body."""

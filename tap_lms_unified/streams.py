@@ -60,7 +60,7 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
         self.stream = stream
 
     def get_next(self, response: requests.Response) -> str | None:
-        return self.stream.page_of(response)[1]
+        return self.stream.cursor_of(response)
 
     def continue_if_empty(self, response: requests.Response) -> bool:
         return self.get_next(response) is not None
@@ -159,13 +159,14 @@ class LmsStream(RESTStream[str | None]):
     def get_new_paginator(self) -> CursorPaginator:
         return CursorPaginator(self)
 
-    def page_of(self, response: requests.Response) -> tuple[list[t.Any], str | None]:
-        """(records, next cursor) of a page, decoded once for the paginator and the parser."""
-        cached = response.__dict__.get("_lms_page")
-        if cached is None:
-            cached = self.run.provider.page(_DECODE.decode(response.content))
-            response.__dict__["_lms_page"] = cached
-        return t.cast("tuple[list[t.Any], str | None]", cached)
+    def cursor_of(self, response: requests.Response) -> str | None:
+        """The next cursor of a page, its envelope checked, once for validation and paging.
+
+        Walk threads do not decode the records: the main thread does, once (walking.py).
+        """
+        if "_lms_cursor" not in response.__dict__:
+            response.__dict__["_lms_cursor"] = self.run.provider.cursor(response.content)
+        return t.cast("str | None", response.__dict__["_lms_cursor"])
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
@@ -189,7 +190,7 @@ class LmsStream(RESTStream[str | None]):
     def _validate_body(self, response: requests.Response) -> None:
         """A 200 must carry the provider's JSON envelope; a proxy's HTML page is retried."""
         try:
-            self.page_of(response)
+            self.cursor_of(response)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "unknown content type")
             msg = (
@@ -336,7 +337,14 @@ class LmsStream(RESTStream[str | None]):
             prefetcher.start([(self.name, tenant.key, self._raw_pages_of(dict(context or {})))])
         provider = self.run.provider
         for page in prefetcher.pages(self.name, tenant.key):
-            yield from provider.page(_DECODE.decode(page))[0]
+            try:
+                records = provider.page(_DECODE.decode(page))[0]
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # Its envelope was checked in the walk; a record the checks skip over
+                # (invalid UTF-8, a number out of range) ends the tenant here.
+                msg = f"{self.endpoint} returned a page whose records are not valid JSON: {exc}"
+                raise LmsAPIError(self.run.redact(msg)) from exc
+            yield from records
 
     def start_walks(self) -> None:
         """Start, once per run, the walks of every selected stream for every tenant.

@@ -375,3 +375,13 @@ def test_direct_records_are_the_sdks_records(sandbox, provider):
     assert comparable(direct) == comparable(sdk)
     assert without_time(direct) == without_time(sdk)  # versions and every value
     assert all("time_extracted" in m for m in direct.messages if m["type"] == "RECORD")
+
+
+def test_a_record_that_is_no_json_ends_its_tenant(sandbox):
+    """The walk checks the envelope and skips over records; the reader catches the rest."""
+    body = '{"cursor": null, "page_size": 1, "items": [{"id": 1e999999}]}'
+    sandbox.inject(Fault("status", provider="bindbee", path="/users", status=200, body=body))
+    run = run_tap(bindbee_config(sandbox), expect_error=True)
+    assert "GET /api/lms/v1/users returned a page whose records are not valid JSON" in str(
+        run.error
+    )

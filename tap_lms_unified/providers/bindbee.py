@@ -18,10 +18,11 @@ import typing as t
 from http import HTTPStatus
 from importlib.resources import files
 
+import msgspec
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk import typing as th
 
-from tap_lms_unified.provider import Provider, TenantSpec
+from tap_lms_unified.provider import Provider, TenantSpec, envelope_cursor
 from tap_lms_unified.streams import LmsStream
 
 if t.TYPE_CHECKING:
@@ -30,6 +31,14 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 BASE_URL = "https://api.bindbee.dev"
+
+
+class _Envelope(msgspec.Struct):
+    items: list[msgspec.Raw]  # checked to be a list of JSON values, not decoded
+    cursor: t.Any
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
 SCHEMAS = SchemaDirectory(files("tap_lms_unified") / "schemas" / "bindbee")
 
 
@@ -257,6 +266,10 @@ class Bindbee(Provider):
         if not isinstance(items, list):
             raise TypeError("items is not a list")
         return items, (str(cursor) if cursor else None)
+
+    def cursor(self, content: bytes) -> str | None:
+        cursor = envelope_cursor(_ENVELOPE, content).cursor
+        return str(cursor) if cursor else None
 
     def error_details(self, body: t.Any) -> tuple[str | None, str]:
         detail = body.get("detail") if isinstance(body, dict) else None

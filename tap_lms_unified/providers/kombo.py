@@ -22,10 +22,11 @@ from functools import cached_property
 from http import HTTPStatus
 from importlib.resources import files
 
+import msgspec
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk import typing as th
 
-from tap_lms_unified.provider import Provider, TenantSpec
+from tap_lms_unified.provider import Provider, TenantSpec, envelope_cursor
 from tap_lms_unified.shaping import parse_utc, utc_iso
 from tap_lms_unified.streams import LmsStream, PairedStream
 
@@ -33,6 +34,18 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
+
+
+class _Data(msgspec.Struct):
+    results: list[msgspec.Raw]  # checked to be a list of JSON values, not decoded
+    next: t.Any
+
+
+class _Envelope(msgspec.Struct):
+    data: _Data
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
 
 BASE_URLS = {"eu": "https://api.kombo.dev/v1", "us": "https://api.us.kombo.dev/v1"}
 SCHEMAS = SchemaDirectory(files("tap_lms_unified") / "schemas" / "kombo")
@@ -306,6 +319,10 @@ class Kombo(Provider):
         if not isinstance(results, list):
             raise TypeError("results is not a list")
         return results, (str(cursor) if cursor else None)
+
+    def cursor(self, content: bytes) -> str | None:
+        cursor = envelope_cursor(_ENVELOPE, content).data.next
+        return str(cursor) if cursor else None
 
     def error_details(self, body: t.Any) -> tuple[str | None, str]:
         error = body.get("error") if isinstance(body, dict) else None
