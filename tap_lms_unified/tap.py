@@ -75,7 +75,8 @@ COMMON_SETTINGS = (
         th.IntegerType,
         default=8,
         title="Maximum concurrent walks",
-        description="How many endpoint walks (tenants) are fetched at once while records "
+        description="How many endpoint walks (each selected stream for each tenant) are "
+        "fetched at once while records "
         "are written. Each tenant stays under its own rate budget.",
     ),
     th.Property(
