@@ -76,8 +76,8 @@ COMMON_SETTINGS = (
         default=8,
         title="Maximum concurrent walks",
         description="How many endpoint walks (each selected stream for each tenant) are "
-        "fetched at once while records "
-        "are written. Each tenant stays under its own rate budget.",
+        "fetched at once while records are written. Each tenant stays under its own rate "
+        "budget.",
     ),
     th.Property(
         "fail_fast",
