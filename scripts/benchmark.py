@@ -109,6 +109,7 @@ class Sandbox:
 @dataclass
 class Measure:
     wall: float
+    cpu: float  # user + system seconds of the process
     peak_mb: float
     records: int
     state: bytes
@@ -125,10 +126,11 @@ def measure(command: list[str]) -> Measure:
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
     )
     peak = [0]
+    done = threading.Event()
 
     def watch() -> None:
         status = Path(f"/proc/{process.pid}/status")
-        while process.poll() is None:
+        while not done.is_set():
             try:
                 for line in status.read_text().splitlines():
                     if line.startswith("VmHWM:"):
@@ -146,12 +148,14 @@ def measure(command: list[str]) -> Measure:
             records += 1
         elif line.startswith(b'{"type":"STATE"'):
             state = line
-    process.wait()
+    _, status, usage = os.wait4(process.pid, 0)  # its own CPU time, not its children's
+    process.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
     watcher.join()
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} exited with {process.returncode}")
-    return Measure(wall, peak[0] / 1024, records, state)
+    return Measure(wall, usage.ru_utime + usage.ru_stime, peak[0] / 1024, records, state)
 
 
 def tap(config: dict, streams: t.Collection[str] | None = None) -> list[str]:
@@ -454,7 +458,7 @@ def cpu_bound(rows: Rows, users: int) -> None:
             "api_url": url,
         }
         mine = measure(tap(config, streams={"users", "progress"}))
-    ratio = mine.wall / base.wall
+    ratio = mine.cpu / base.cpu
     rows += [
         (
             name,
@@ -463,11 +467,16 @@ def cpu_bound(rows: Rows, users: int) -> None:
         ),
         (
             name,
-            "plain client (requests + orjson) wall / records per s",
-            f"{base.wall:.2f} s / {base.records / base.wall:,.0f}",
+            "plain client (requests + orjson): wall, CPU (user + sys)",
+            f"{base.wall:.2f} s, {base.cpu:.2f} s",
         ),
-        (name, "tap wall / records per s", f"{mine.wall:.2f} s / {mine.records / mine.wall:,.0f}"),
-        (name, "ratio tap / plain client (target <= 2.0)", f"{ratio:.2f} {verdict(ratio <= 2.0)}"),
+        (name, "tap: wall, CPU (user + sys)", f"{mine.wall:.2f} s, {mine.cpu:.2f} s"),
+        (name, "wall ratio tap / plain client", f"{mine.wall / base.wall:.2f}"),
+        (
+            name,
+            "CPU ratio tap / plain client (target <= 2.0)",
+            f"{ratio:.2f} {verdict(ratio <= 2.0)}",
+        ),
     ]
 
 
