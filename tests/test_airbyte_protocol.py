@@ -26,6 +26,7 @@ from airbyte_protocol.models import AirbyteMessage
 from tap_lms_unified.airbyte.cli import main
 from tap_lms_unified.client import utc_iso
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
+from tests.airbyte_utils import expected_kombo_counts
 from tests.conftest import (
     BINDBEE_STREAMS,
     BINDBEE_TOKEN,
@@ -36,15 +37,6 @@ from tests.conftest import (
 )
 
 OTHER_KOMBO_TENANT = "sandbox:globex"
-#: Kombo stream -> (sandbox model, rows of one record)
-KOMBO_MODELS = {
-    "users": "users",
-    "progress": "users",
-    "course_progressions": "course_progressions",
-    "courses": "courses",
-    "course_revisions": "courses",
-    "skills": "skills",
-}
 FIELD_OF_TYPE = {
     "RECORD": "record",
     "STATE": "state",
@@ -217,22 +209,6 @@ def as_pyairbyte_state(run: SourceRun) -> list[dict]:
             "destinationStats": None,
         }
     return list(last.values())
-
-
-def expected_kombo_counts(sandbox, tenants: t.Iterable[str]) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for tenant in tenants:
-        users = sandbox.records("kombo", tenant, "users")
-        courses = sandbox.records("kombo", tenant, "courses")
-        counts["users"] += len(users)
-        counts["progress"] += sum(len(u.get("progress") or ()) for u in users)
-        counts["course_progressions"] += len(
-            sandbox.records("kombo", tenant, "course_progressions")
-        )
-        counts["courses"] += len(courses)
-        counts["course_revisions"] += sum(len(c.get("revisions") or ()) for c in courses)
-        counts["skills"] += len(sandbox.records("kombo", tenant, "skills"))
-    return counts
 
 
 def two_kombo_tenants(sandbox, **overrides: t.Any) -> dict:
