@@ -496,6 +496,19 @@ def test_full_refresh_ignores_the_state(tmp_path, sandbox):
         assert "replication_key_value" not in json.dumps(second.final_stream_state(stream))
 
 
+def test_full_refresh_keeps_start_date_as_its_lower_bound(tmp_path, sandbox):
+    catalog = configured(kombo_catalog(tmp_path, sandbox), ["skills"], sync_mode="full_refresh")
+    state = {"bookmarks": {"skills": {"replication_key_value": "2099-01-01T00:00:00.000000Z"}}}
+    config = kombo_config(sandbox, start_date="2024-06-01T00:00:00Z")
+    run = source(tmp_path, "read", config, catalog=catalog, state=state)
+    assert run.exit_code == 0
+    assert {r.params.get("updated_after") for r in sandbox.requests} == {"2024-06-01T00:00:00.000Z"}
+    expected = sandbox.records("kombo", KOMBO_TENANT, "skills")
+    assert len(run.records("skills")) == sum(
+        1 for s in expected if utc_iso(s["changed_at"]) >= "2024-06-01T00:00:00.000000Z"
+    )
+
+
 def test_read_bindbee_full_refresh_without_activate_version(tmp_path, sandbox):
     catalog = configured(source(tmp_path, "discover", bindbee_config(sandbox)).catalog)
     run = source(tmp_path, "read", bindbee_config(sandbox), catalog=catalog)
