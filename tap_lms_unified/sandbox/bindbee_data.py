@@ -26,8 +26,6 @@ from tap_lms_unified.sandbox.common import (
     TS_2025,
     TS_2026,
     Draw,
-    bindbee_index,
-    bindbee_uuid,
     derive_seed,
     iso_duration,
     iso_s,
@@ -35,6 +33,8 @@ from tap_lms_unified.sandbox.common import (
     now_ms,
     salt_bytes,
     tenant_slug,
+    uuid7_id,
+    uuid7_index,
 )
 
 Record = dict[str, Any]
@@ -118,10 +118,10 @@ class BindbeeModel:
         self._mutate_rng = random.Random(self.seed ^ 0x5A5A)
 
     def id(self, i: int) -> str:
-        return bindbee_uuid(self.salt, self.base_ms, i)
+        return uuid7_id(self.salt, self.base_ms, i)
 
     def index_of(self, uid: str) -> int | None:
-        i = bindbee_index(self.base_ms, uid.lower())
+        i = uuid7_index(self.base_ms, uid.lower())
         if i is None or not 0 <= i < self.count or self.id(i) != uid.lower():
             return None
         return i

@@ -28,10 +28,10 @@ from tap_lms_unified.sandbox.common import (
     TS_2025,
     TS_2026,
     Draw,
+    base58_id,
     derive_seed,
     integration_value,
     iso_ms,
-    kombo_id,
     mix64,
     now_ms,
     salt_bytes,
@@ -160,7 +160,7 @@ class KomboModel:
             ids = self._ids = [None] * self.count
         rid = ids[i]
         if rid is None:
-            rid = ids[i] = kombo_id(self.salt, i)
+            rid = ids[i] = base58_id(self.salt, i)
         return rid
 
     def remote_id(self, i: int) -> str | None:
@@ -319,7 +319,7 @@ class KomboModel:
         fields = []
         for n in d.sample(range(INTEGRATION_FIELD_KINDS), d.below(4)):
             key, kind, value, label = integration_value(d, n)
-            field_id = kombo_id(self.field_salt, (d.u32() << 32) | d.u32())
+            field_id = base58_id(self.field_salt, (d.u32() << 32) | d.u32())
             fields.append(
                 {"id": field_id, "key": key, "type": kind, "value": value, "label": label}
             )
@@ -509,7 +509,7 @@ class KomboCourses(KomboModel):
         return 1 + mix64(self.seed ^ (c + 0x7F)) % 3
 
     def revision_id(self, c: int, rev: int) -> str:
-        return kombo_id(self.rev_salt, c * 3 + rev)
+        return base58_id(self.rev_salt, c * 3 + rev)
 
     def own(self, i: int) -> Record:
         """Courses are few and nested into every progression: cache their dicts."""
@@ -546,7 +546,7 @@ class KomboCourses(KomboModel):
         if d.chance(0.9):
             p = d.below(len(_PROVIDERS))
             provider = {
-                "id": kombo_id(self.provider_salt, p),
+                "id": base58_id(self.provider_salt, p),
                 "remote_id": f"provider-{p + 1}",
                 "name": _PROVIDERS[p],
             }
