@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from tap_lms_unified import bindbee as tap_bindbee  # the tap's streams (model list)
 from tap_lms_unified.sandbox.common import (
     CATEGORY_NAMES,
     COURSE_TOPICS,
@@ -52,6 +53,7 @@ from tap_lms_unified.sandbox.fake import (
     FakeOptions,
     ProviderFake,
     Record,
+    served_models,
 )
 from tap_lms_unified.sandbox.limiter import FixedWindowLimiter, RateState
 from tap_lms_unified.sandbox.wire import ApiRequest, Response, json_response
@@ -119,15 +121,9 @@ class BindbeeSettings(TypedDict, total=False):
 
 
 # --- data ------------------------------------------------------------------------------
-BINDBEE_MODELS = (
-    "users",
-    "enrollments",
-    "completions",
-    "courses",
-    "contents",
-    "skills",
-    "categories",
-)
+#: The models served: those the tap's Bindbee streams read.
+#: (getattr: for mypy, the SDK's ``name`` is an instance attribute.)
+BINDBEE_MODELS: tuple[str, ...] = tuple(str(getattr(s, "name")) for s in tap_bindbee.STREAMS)  # noqa: B009
 _STATUS = (
     ("ACTIVE", 0.8),
     ("INACTIVE", 0.9),
@@ -517,18 +513,16 @@ class BindbeeTenant:
         self.completions = BindbeeModel(
             self, "completions", completions, build_completion, change_completion
         )
-        self.models: dict[str, BindbeeModel] = {
-            m.name: m
-            for m in (
-                self.users,
-                self.enrollments,
-                self.completions,
-                self.courses,
-                self.contents,
-                self.skills,
-                self.categories,
-            )
-        }
+        self.models: dict[str, BindbeeModel] = served_models(
+            BINDBEE_MODELS,
+            self.users,
+            self.enrollments,
+            self.completions,
+            self.courses,
+            self.contents,
+            self.skills,
+            self.categories,
+        )
 
     def model(self, name: str) -> BindbeeModel:
         if name not in self.models:

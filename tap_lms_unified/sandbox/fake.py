@@ -18,9 +18,9 @@ import dataclasses
 import threading
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from tap_lms_unified.sandbox.wire import ApiRequest, Response
 
@@ -36,6 +36,22 @@ class FakeOptions:
     def public(self) -> dict[str, Any]:
         """The options as shown by ``/_sandbox/options`` (override to hide secrets)."""
         return dataclasses.asdict(self)
+
+
+class Named(Protocol):
+    name: str
+
+
+ModelT = TypeVar("ModelT", bound=Named)
+
+
+def served_models(names: Sequence[str], *models: ModelT) -> dict[str, ModelT]:
+    """``{name: model}`` in the order of ``names``; fails if a named model is missing."""
+    by_name = {m.name: m for m in models}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise NotImplementedError(f"the fake implements no model {missing}")
+    return {n: by_name[n] for n in names}
 
 
 SizesT = TypeVar("SizesT")

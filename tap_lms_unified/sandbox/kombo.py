@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any, TypedDict
 
+from tap_lms_unified import kombo as tap_kombo  # the tap's streams (model list)
 from tap_lms_unified.sandbox.common import (
     COMMENTS,
     COURSE_TOPICS,
@@ -56,6 +57,7 @@ from tap_lms_unified.sandbox.fake import (
     FakeOptions,
     ProviderFake,
     Record,
+    served_models,
 )
 from tap_lms_unified.sandbox.limiter import FixedWindowLimiter, RateState
 from tap_lms_unified.sandbox.wire import ApiRequest, Response, json_response
@@ -97,7 +99,11 @@ class KomboSettings(TypedDict, total=False):
 
 
 # --- data ------------------------------------------------------------------------------
-KOMBO_MODELS = ("users", "course-progressions", "courses", "skills")
+#: The endpoints ``/lms/<model>`` served: those the tap's Kombo streams read.
+#: (getattr: for mypy, the SDK's ``path`` is an instance attribute.)
+KOMBO_MODELS: tuple[str, ...] = tuple(
+    dict.fromkeys(str(getattr(s, "path")).removeprefix("/lms/") for s in tap_kombo.STREAMS)  # noqa: B009
+)
 LEGACY_USER_KEYS = (
     "id",
     "remote_id",
@@ -711,12 +717,9 @@ class KomboTenant:
         self.courses = KomboCourses(self, courses)
         self.skills = KomboSkills(self, skills)
         self.progressions = KomboProgressions(self, users * self.progress_per_user)
-        self.models: dict[str, KomboModel] = {
-            "users": self.users,
-            "course-progressions": self.progressions,
-            "courses": self.courses,
-            "skills": self.skills,
-        }
+        self.models: dict[str, KomboModel] = served_models(
+            KOMBO_MODELS, self.users, self.progressions, self.courses, self.skills
+        )
 
     def model(self, name: str) -> KomboModel:
         key = name.replace("_", "-")
