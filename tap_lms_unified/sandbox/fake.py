@@ -1,13 +1,13 @@
 """The contract of a provider's fake, and the generic plumbing around it.
 
-A provider's fake is one module (e.g. :mod:`.kombo`) holding its data generator, its
+A provider's fake is one module of this package holding its data generator, its
 API handler, its options and sizes, its CLI flags and its URL prefix, in a subclass of
 :class:`ProviderFake` that :mod:`.providers` registers.  The shared modules (server,
 options, CLI, faults) only ever talk to that class.
 
 Settings naming: the fields of a fake's ``sizes_type`` (data sizes, fixed at start)
 and ``options_type`` (runtime options) are addressed from outside as
-``<name>_<field>`` -- ``Sandbox(kombo_users=5)``, ``set_option(kombo_tenants=[...])``,
+``<name>_<field>`` -- ``Sandbox(<name>_users=5)``, ``set_option(<name>_tenants=[...])``,
 ``/_sandbox/options`` -- except the fields listed in ``unprefixed``.
 """
 
@@ -68,7 +68,7 @@ class ProviderFake(ABC, Generic[SizesT, OptionsT, TenantT]):
 
     name: ClassVar[str]  # lower case; prefix of its settings and CLI flags; Fault.provider
     title: ClassVar[str]  # for humans, e.g. in --help
-    prefix: ClassVar[str]  # URL path prefix, e.g. "/kombo/v1"
+    prefix: ClassVar[str]  # URL path prefix, e.g. "/<name>/v1"
     sizes_type: ClassVar[type[Any]]  # frozen dataclass: record counts
     options_type: ClassVar[type[FakeOptions]]
     unprefixed: ClassVar[frozenset[str]] = frozenset()  # fields set without the name prefix

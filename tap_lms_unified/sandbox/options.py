@@ -1,8 +1,8 @@
 """Runtime options of a running sandbox (settable in-process and via ``/_sandbox/options``).
 
 ``latency_ms`` is shared; every other option belongs to one provider's fake (its
-``options_type``) and is named ``<provider>_<field>`` outside, e.g. ``kombo_tenants``
-for the field ``tenants`` of the fake named ``kombo``.  :func:`split_settings` maps the
+``options_type``) and is named ``<provider>_<field>`` outside, e.g. ``<provider>_tenants``
+for the field ``tenants`` of that provider's fake.  :func:`split_settings` maps the
 flat ``Sandbox(...)`` keyword arguments onto sizes and options the same way.
 """
 
