@@ -6,7 +6,7 @@ import email.utils
 import threading
 import time
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import requests
@@ -75,8 +75,8 @@ def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float
             when = None
         if when is not None:
             if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
     reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
     if reset and reset.strip().replace(".", "", 1).isdigit():
         value = float(reset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -170,10 +170,10 @@ def test_bookmark_never_passes_the_sync_start(sandbox):
     sandbox.inject(
         Fault(provider="kombo", path="/lms/skills", kind="status", status=200, body=body)
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     before = utc_iso(now.replace(microsecond=now.microsecond // 1000 * 1000).isoformat())
     run = run_tap(kombo_config(sandbox), select={"skills"})
-    after = utc_iso(datetime.now(timezone.utc).isoformat())
+    after = utc_iso(datetime.now(UTC).isoformat())
     assert run.records("skills")[0]["changed_at"] == "2099-01-01T00:00:00.000000Z"
     assert before <= bookmark(run.final_state, "skills") <= after
 

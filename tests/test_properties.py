@@ -19,7 +19,7 @@ import json
 import re
 import typing as t
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import jsonschema
 import pytest
@@ -96,7 +96,7 @@ def timestamps(draw: st.DrawFn) -> str:
             min_value=datetime(1970, 1, 2),
             max_value=datetime(2099, 12, 30),
         )
-    ).replace(tzinfo=timezone.utc)
+    ).replace(tzinfo=UTC)
     form = draw(st.sampled_from(FORMS))
     offset = draw(st.sampled_from(OFFSETS)) if "offset" in form else timedelta(0)
     local = moment.astimezone(timezone(offset))
@@ -127,7 +127,7 @@ def timestamps(draw: st.DrawFn) -> str:
         text = base.replace("T", " ") + "+00:00"
     elif form == "date-only":
         day: date = moment.date()
-        moment = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
         text = day.isoformat()
     else:
         moment = moment.replace(microsecond=0)
