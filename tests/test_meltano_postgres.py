@@ -331,8 +331,8 @@ def test_meltano_yml_declares_the_tap() -> None:
     )
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     extractors = {p["name"]: p for p in project["plugins"]["extractors"]}
-    tap = extractors["tap-lms-unified"]
-    assert tap["namespace"] == "tap_lms_unified"
+    tap = extractors["tap-lms-unified--base"]
+    assert tap["namespace"] == "tap_lms_unified__base"
     assert tap["pip_url"] == "-e ."
     assert tap["executable"] == "tap-lms-unified"
     assert sorted(tap["capabilities"]) == sorted(about["capabilities"])
@@ -347,10 +347,91 @@ def test_meltano_yml_declares_the_tap() -> None:
         assert bool(setting.get("sensitive")) == secret, f"{name}: sensitive should be {secret}"
     assert declared["api_key"]["sensitive"]
     assert declared["connector_token"]["sensitive"]
-    bindbee = extractors["tap-lms-unified--bindbee"]
-    assert bindbee["inherit_from"] == "tap-lms-unified"
-    assert bindbee["config"]["provider"] == "bindbee"
+    assert "config" not in tap, "the shared definition must set nothing one provider lacks"
+    # Siblings: an inheriting plugin gets its parent's whole configuration.
+    for name, provider in (("tap-lms-unified", "kombo"), ("tap-lms-unified--bindbee", "bindbee")):
+        assert extractors[name]["inherit_from"] == "tap-lms-unified--base", name
+        assert extractors[name]["config"] == {"provider": provider}, name
+        assert extractors[name]["load_schema"] == provider, name
     assert project["default_environment"] == "sandbox"
+
+
+# The README's prod example: each extractor's variables, and only those, reach it.
+PROD_ENV = {
+    "TAP_LMS_UNIFIED_API_KEY": "kombo-api-key",
+    "TAP_LMS_UNIFIED_INTEGRATION_ID": "docebo:8Xi6",
+    "TAP_LMS_UNIFIED__BINDBEE_API_KEY": "bindbee-api-key",
+    "TAP_LMS_UNIFIED__BINDBEE_CONNECTOR_TOKEN": "bindbee-connector-token",
+}
+PROD_CONFIG = {
+    "tap-lms-unified": {
+        "provider": "kombo",
+        "api_key": "kombo-api-key",
+        "integration_id": "docebo:8Xi6",
+    },
+    "tap-lms-unified--bindbee": {
+        "provider": "bindbee",
+        "api_key": "bindbee-api-key",
+        "connector_token": "bindbee-connector-token",
+    },
+}
+
+
+def plain_meltano(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`meltano ...` found on PATH, as the README runs it (no wrapper script)."""
+    env = {**env, "PATH": f"{MELTANO.parent}{os.pathsep}{env.get('PATH', '')}"}
+    env.pop("MELTANO_PROJECT_ROOT", None)
+    env.pop("MELTANO_ENVIRONMENT", None)
+    done = subprocess.run(
+        ["meltano", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"meltano {' '.join(args)}:\n{summarise(done.stderr)}"
+    return done
+
+
+def test_readme_prod_example_names_these_variables() -> None:
+    section = (ROOT / "README.md").read_text().split("## Meltano and PostgreSQL")[1]
+    section = section.split("\n## ")[0]
+    exported = set(re.findall(r"\b(TAP_LMS_UNIFIED\w*)=", section))
+    assert exported == set(PROD_ENV)
+    for extractor in PROD_CONFIG:
+        assert f"meltano --environment=prod config print {extractor} " in section
+        assert f"meltano --environment=prod run {extractor} target-postgres" in section
+
+
+@pytest.mark.meltano
+def test_prod_config_reaches_its_own_extractor_only(meltano_env: dict[str, str]) -> None:
+    """`meltano config print` shows what each tap gets; the Bindbee tap warns of nothing.
+
+    Inheriting from the Kombo extractor, the Bindbee one got TAP_LMS_UNIFIED_INTEGRATION_ID
+    (and TAP_LMS_UNIFIED_API_KEY when its own key was unset), and its tap logged "Setting
+    'integration_id' applies to the other provider".
+    """
+    env = {**meltano_env, **PROD_ENV}
+    for extractor, expected in PROD_CONFIG.items():
+        printed = plain_meltano(env, "--environment=prod", "config", "--unsafe", "print", extractor)
+        assert json.loads(printed.stdout) == expected, extractor
+        redacted = json.loads(
+            plain_meltano(env, "--environment=prod", "config", "print", extractor).stdout
+        )
+        assert sorted(redacted) == sorted(expected), extractor
+        # --discover validates the configuration (and logs its warnings) without a request;
+        # --about does not validate.
+        log = plain_meltano(env, "--environment=prod", "invoke", extractor, "--discover").stderr
+        assert "applies to the other provider" not in log, log[-2000:]
+        assert not re.search(r"\[(warning|error)", log), log[-2000:]
+    # A Bindbee key left unset stays unset: the Kombo key is not inherited.
+    del env["TAP_LMS_UNIFIED__BINDBEE_API_KEY"]
+    printed = plain_meltano(
+        env, "--environment=prod", "config", "--unsafe", "print", "tap-lms-unified--bindbee"
+    )
+    assert "api_key" not in json.loads(printed.stdout)
 
 
 @pytest.mark.postgres
