@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tap_lms_unified.sandbox.common import (
@@ -180,6 +180,19 @@ class BindbeeModel:
             "changed": [self.id(i) for i in changed_idx],
             "deleted": [self.id(i) for i in deleted_idx],
         }
+
+    def set_fields(self, ids: Sequence[str], fields: dict[str, Any]) -> None:
+        """Give records (by id) new field values, as a change made now."""
+        with self.lock:
+            for record_id in ids:
+                i = self.index_of(record_id)
+                if i is None or i in self.deleted:
+                    raise KeyError(f"{self.name}: no record {record_id!r}")
+                rec = copy.deepcopy(self.own(i))
+                rec.update(copy.deepcopy(fields))
+                rec["modified_at"] = iso_s(now_ms())
+                self.overrides[i] = rec
+            self.version += 1
 
     def _pick_alive(self, n: int) -> list[int]:
         n_alive = self.count - len(self.deleted)

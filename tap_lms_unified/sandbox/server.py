@@ -222,6 +222,17 @@ class Sandbox:
             return target.mutate(change, delete)
         raise ValueError(f"unknown provider {provider!r}")
 
+    def set_fields(
+        self, provider: str, tenant: str, model: str, ids: list[str], fields: dict[str, Any]
+    ) -> None:
+        """Give records (by id) new field values, e.g. ``{"remote_data": None}``, as a change."""
+        if provider == "kombo":
+            self.data.kombo(tenant).model(model).set_fields(ids, fields)
+        elif provider == "bindbee":
+            self.data.bindbee(self._connector_name(tenant)).model(model).set_fields(ids, fields)
+        else:
+            raise ValueError(f"unknown provider {provider!r}")
+
     # --- faults, options, request log ---------------------------------------------------
     def inject(self, fault: Fault | Mapping[str, Any]) -> Fault:
         f = fault if isinstance(fault, Fault) else Fault.from_dict(fault)
