@@ -21,7 +21,7 @@ import dataclasses
 import random
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -256,6 +256,19 @@ class BindbeeModel:
             "changed": [self.id(i) for i in changed_idx],
             "deleted": [self.id(i) for i in deleted_idx],
         }
+
+    def set_fields(self, ids: Sequence[str], fields: dict[str, Any]) -> None:
+        """Give records (by id) new field values, as a change made now."""
+        with self.lock:
+            for record_id in ids:
+                i = self.index_of(record_id)
+                if i is None or i in self.deleted:
+                    raise KeyError(f"{self.name}: no record {record_id!r}")
+                rec = copy.deepcopy(self.own(i))
+                rec.update(copy.deepcopy(fields))
+                rec["modified_at"] = iso_s(now_ms())
+                self.overrides[i] = rec
+            self.version += 1
 
     def _pick_alive(self, n: int) -> list[int]:
         n_alive = self.count - len(self.deleted)
@@ -612,6 +625,9 @@ class BindbeeFake(ProviderFake[BindbeeSizes, BindbeeOptions, BindbeeTenant]):
 
     def mutate(self, tenant: str, model: str, change: int, delete: int) -> dict[str, list[str]]:
         return self._named(tenant).model(model).mutate(change, delete)
+
+    def set_fields(self, tenant: str, model: str, ids: Sequence[str], fields: Record) -> None:
+        self._named(tenant).model(model).set_fields(ids, fields)
 
     def default_error(self, status: int, code: str | None = None) -> Response:
         return default_error(status)

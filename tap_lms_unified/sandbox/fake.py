@@ -124,6 +124,10 @@ class ProviderFake(ABC, Generic[SizesT, OptionsT, TenantT]):
     def mutate(self, tenant: str, model: str, change: int, delete: int) -> dict[str, list[str]]:
         """Change and/or delete records (chosen deterministically); returns their ids."""
 
+    @abstractmethod
+    def set_fields(self, tenant: str, model: str, ids: Sequence[str], fields: Record) -> None:
+        """Give records (by id) new field values, as a change made now."""
+
     def options_changed(self, fields: set[str]) -> None:
         """Called after ``fields`` of ``self.options`` were set at runtime."""
 

@@ -342,6 +342,27 @@ class KomboModel:
             "deleted": [self.id(i) for i in deleted_idx],
         }
 
+    def set_fields(self, ids: Sequence[str], fields: dict[str, Any]) -> None:
+        """Give records (by id) new field values, as a change made now."""
+        with self.lock:
+            self.arrays()
+            indices = []
+            for record_id in ids:
+                i = self.index_of(record_id)
+                if i is None:
+                    raise KeyError(f"{self.name}: no record {record_id!r}")
+                indices.append(i)
+                now = now_ms()
+                rec = copy.deepcopy(self.own(i))
+                self.materialize(i, rec)
+                rec.update(copy.deepcopy(fields))
+                rec["changed_at"] = iso_ms(now)
+                self.overrides[i] = rec
+                self._cur_key[i] = now
+            self.version += 1
+            self._select_cache.clear()
+            self.after_mutation(indices)
+
     def _pick_alive(self, n: int) -> list[int]:
         alive = self._alive
         n_alive = sum(alive)
@@ -856,6 +877,9 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
 
     def mutate(self, tenant: str, model: str, change: int, delete: int) -> dict[str, list[str]]:
         return self.tenant(tenant).model(model).mutate(change, delete)
+
+    def set_fields(self, tenant: str, model: str, ids: Sequence[str], fields: Record) -> None:
+        self.tenant(tenant).model(model).set_fields(ids, fields)
 
     def default_error(self, status: int, code: str | None = None) -> Response:
         return default_error(status, code)

@@ -166,6 +166,12 @@ class Sandbox:
             raise ValueError("change and delete must be >= 0")
         return self.fake(provider).mutate(tenant, model, change, delete)
 
+    def set_fields(
+        self, provider: str, tenant: str, model: str, ids: list[str], fields: dict[str, Any]
+    ) -> None:
+        """Give records (by id) new field values, e.g. ``{"remote_data": None}``, as a change."""
+        self.fake(provider).set_fields(tenant, model, ids, fields)
+
     # --- faults, options, request log ---------------------------------------------------
     def inject(self, fault: Fault | Mapping[str, Any]) -> Fault:
         f = fault if isinstance(fault, Fault) else Fault.from_dict(fault)
