@@ -40,7 +40,8 @@ class BindbeeStream(LmsStream):
     primary_keys = ("id",)
     replication_key = None
     datetime_fields: t.ClassVar[tuple[str, ...]] = ("modified_at",)
-    #: Relations sent as ids, or as objects when expanded: always emitted as ids.
+    #: Relations sent as ids, or as objects when expanded: always emitted as ids. The one
+    #: list of them: the schemas are generated from it (to-many where the spec has an array).
     relations: t.ClassVar[tuple[str, ...]] = ()
 
     @property
