@@ -20,9 +20,7 @@ class RateBudget:
     when nothing remains, the next request waits for the reset (Kombo sends these).
     """
 
-    def __init__(
-        self, per_minute: int | None, *, reset_is_epoch: bool = False, max_wait: float = 300
-    ) -> None:
+    def __init__(self, per_minute: int | None, *, reset_is_epoch: bool, max_wait: float) -> None:
         self.per_minute = per_minute
         self.max_wait = max_wait  # never wait longer than this for a reset header
         self.window = 60.0

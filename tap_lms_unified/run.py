@@ -124,7 +124,7 @@ class Run:
         """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
         message = self.redact(str(error))
         tenant.failure, tenant.error = f"{stream}: {message}", error
-        if self.config.get("fail_fast"):
+        if self.config["fail_fast"]:
             self.prefetcher.close()
             raise error
         self.logger.error(

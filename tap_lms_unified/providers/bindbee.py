@@ -85,7 +85,7 @@ class BindbeeStream(LmsStream):
     ) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {
             "page_size": self.run.page_size,
-            "include_raw_data": "true" if self.config.get("include_raw_data") else "false",
+            "include_raw_data": "true" if self.config["include_raw_data"] else "false",
             "include_custom_fields": ("true" if self.config["include_custom_fields"] else "false"),
         }
         if next_page_token:

@@ -291,7 +291,8 @@ class Kombo(Provider):
                 "'integration_id' is required when provider is 'kombo' (sent as "
                 "X-Integration-Id), or list tenants in 'integrations'"
             )
-        if (config.get("lookback_window_minutes") or 0) < 0:
+        lookback = config["lookback_window_minutes"]
+        if lookback is not None and lookback < 0:
             errors.append("'lookback_window_minutes' must not be negative")
         if config.get("start_date"):
             try:
