@@ -305,9 +305,9 @@ class Kombo(Provider):
                 "'integration_id' is required when provider is 'kombo' (sent as "
                 "X-Integration-Id), or list tenants in 'integrations'"
             )
-        if (config.get("lookback_window_minutes") or 0) < 0:
-            value = config["lookback_window_minutes"]
-            errors.append(f"'lookback_window_minutes' must not be negative, got {value!r}")
+        lookback = config["lookback_window_minutes"]
+        if lookback is not None and lookback < 0:
+            errors.append(f"'lookback_window_minutes' must not be negative, got {lookback!r}")
         if config.get("start_date"):
             try:
                 parse_utc(str(config["start_date"]))
