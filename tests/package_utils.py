@@ -12,11 +12,11 @@ import fcntl
 import os
 import subprocess
 import sys
+import tomllib
 import typing as t
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from tests.conftest import ROOT
 

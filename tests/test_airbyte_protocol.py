@@ -24,8 +24,8 @@ import pytest
 from airbyte_protocol.models import AirbyteMessage
 
 from tap_lms_unified.airbyte.cli import main
-from tap_lms_unified.client import utc_iso
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
+from tap_lms_unified.shaping import utc_iso
 from tests.airbyte_utils import expected_kombo_counts
 from tests.conftest import (
     BINDBEE_STREAMS,
@@ -249,7 +249,17 @@ def test_spec_is_the_tap_settings_with_airbyte_secrets(tmp_path, sandbox):
 # ---------------------------------------------------------------- check
 
 
+def endpoint_paths(config: dict) -> set[str]:
+    """The paths of a provider's endpoints (paired streams share one)."""
+    from tap_lms_unified.tap import TapLmsUnified
+
+    tap = TapLmsUnified(config=config)
+    assert tap.streams  # registers them with the run
+    return {stream.path for stream in tap.run.streams.values()}
+
+
 def test_check_reaches_every_tenant_and_writes_no_record(tmp_path, sandbox):
+    tenants = (KOMBO_TENANT, OTHER_KOMBO_TENANT)
     run = source(tmp_path, "check", two_kombo_tenants(sandbox))
     assert run.exit_code == 0
     assert run.status["status"] == "SUCCEEDED"
@@ -257,15 +267,18 @@ def test_check_reaches_every_tenant_and_writes_no_record(tmp_path, sandbox):
     assert OTHER_KOMBO_TENANT in run.status["message"]
     assert {m["type"] for m in run.messages} <= {"CONNECTION_STATUS", "LOG", "TRACE"}
     assert not [lg for lg in run.of("LOG") if lg["level"] in ("ERROR", "FATAL")]
-    # one page of one stream per tenant
+    # the first page of every endpoint, once per tenant (Run.test_connection)
     seen = Counter((r.tenant, r.path) for r in sandbox.requests)
-    assert seen == {(KOMBO_TENANT, "/lms/skills"): 1, (OTHER_KOMBO_TENANT, "/lms/skills"): 1}
+    paths = endpoint_paths(kombo_config(sandbox))
+    assert seen == {(tenant, path): 1 for tenant in tenants for path in paths}
+    assert len(paths) >= 4
 
 
 def test_check_bindbee(tmp_path, sandbox):
     run = source(tmp_path, "check", bindbee_config(sandbox))
     assert run.status["status"] == "SUCCEEDED"
-    assert {(r.tenant, r.path) for r in sandbox.requests} == {("acme", "/api/lms/v1/skills")}
+    seen = Counter((r.tenant, r.path) for r in sandbox.requests)
+    assert seen == {("acme", path): 1 for path in endpoint_paths(bindbee_config(sandbox))}
 
 
 def test_check_with_a_wrong_api_key_fails_readably(tmp_path, sandbox):

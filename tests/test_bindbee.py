@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tap_lms_unified.client import AuthenticationError, LmsAPIError
+from tap_lms_unified.errors import AuthenticationError, LmsAPIError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
 from tap_lms_unified.tap import TapLmsUnified
 from tests.conftest import (
@@ -138,7 +138,7 @@ def test_limiter_keeps_a_burst_under_the_budget(sandbox):
 
     def short_window(tap: TapLmsUnified) -> None:
         # the real window is 60 s; same logic, shorter
-        tap.tenants[CONNECTOR].session.budget.window = window
+        tap.run.tenants[CONNECTOR].session.budget.window = window
 
     run = run_tap(
         bindbee_config(sandbox, page_size=2, max_requests_per_minute=8),

@@ -27,8 +27,8 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import bindbee_config, kombo_config
-from tests.reliability_utils import exception_texts, leaks, run_cli, run_tap_exact
+from tests.conftest import bindbee_config, kombo_config, run_cli
+from tests.reliability_utils import exception_texts, leaks, run_tap_exact
 
 TOKEN = "cTok-7f3a9c21e5d84b06-LEAKCHECK"  # the Bindbee connector token of these tests
 WRONG_KEY = "kKey-WRONG-4d2e8b1f90ac-LEAKCHECK"
@@ -287,7 +287,7 @@ def test_allow_insecure_http_permits_plain_http_to_a_remote_host():
     with pytest.raises(ConfigValidationError):
         TapLmsUnified(config={**base, "api_url": url})
     tap = TapLmsUnified(config={**base, "api_url": url, "allow_insecure_http": True})
-    assert tap.base_url == url
+    assert tap.run.base_url == url
     bindbee = TapLmsUnified(
         config={
             "provider": "bindbee",
@@ -297,7 +297,7 @@ def test_allow_insecure_http_permits_plain_http_to_a_remote_host():
             "allow_insecure_http": True,
         }
     )
-    assert bindbee.base_url == "http://10.0.0.7:8080"
+    assert bindbee.run.base_url == "http://10.0.0.7:8080"
 
 
 class _Page(http.server.BaseHTTPRequestHandler):

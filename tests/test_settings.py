@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import ROOT, bindbee_config, cli_command, kombo_config, run_tap
+from tests.conftest import ROOT, bindbee_config, kombo_config, run_cli, run_tap
 
 SDK_SETTINGS = {
     "batch_config",
@@ -64,7 +63,7 @@ def test_bad_settings_fail_before_any_request(sandbox, provider, changes, settin
 def test_loopback_http_is_allowed_and_other_provider_settings_warn(sandbox, caplog):
     config = kombo_config(sandbox, connector_token="not-used-token", include_raw_data=True)
     tap = TapLmsUnified(config=config)
-    assert tap.base_url == sandbox.kombo_url
+    assert tap.run.base_url == sandbox.kombo_url
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("'connector_token'" in w and "ignored" in w for w in warnings)
     assert any("'include_raw_data'" in w for w in warnings)
@@ -76,27 +75,19 @@ def test_region_chooses_the_kombo_host():
     us = TapLmsUnified(
         config={"provider": "kombo", "api_key": "k-123", "integration_id": "a:b", "region": "us"}
     )
-    assert eu.base_url == "https://api.kombo.dev/v1"
-    assert us.base_url == "https://api.us.kombo.dev/v1"
+    assert eu.run.base_url == "https://api.kombo.dev/v1"
+    assert us.run.base_url == "https://api.us.kombo.dev/v1"
     bindbee = TapLmsUnified(config={"provider": "bindbee", "api_key": "k", "connector_token": "t"})
-    assert bindbee.base_url == "https://api.bindbee.dev"
-    assert bindbee.page_size == 100
-    assert eu.page_size == 250
+    assert bindbee.run.base_url == "https://api.bindbee.dev"
+    assert bindbee.run.page_size == 100
+    assert eu.run.page_size == 250
 
 
 def test_cli_reports_the_setting_and_exits_non_zero(tmp_path):
-    config = tmp_path / "config.json"
-    config.write_text('{"provider": "kombo", "api_key": "secret-key-123"}')
-    result = subprocess.run(
-        cli_command(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli({"provider": "kombo", "api_key": "secret-key-123"}, tmp_path)
     assert result.returncode != 0
     assert "'integration_id' is required" in result.stderr
-    assert "secret-key-123" not in result.stderr + result.stdout
+    assert "secret-key-123" not in result.text
 
 
 def test_readme_settings_table_lists_every_setting():

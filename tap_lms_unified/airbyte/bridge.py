@@ -5,17 +5,18 @@ This module is the whole surface it depends on, so that a restructuring of the t
 has to re-wire what is here:
 
 - ``TapLmsUnified(config=..., state=..., catalog=..., message_writer=...)``: the tap, built
-  with the SDK's public constructor (settings are validated there: `ConfigValidationError`).
+  with the SDK's public constructor (settings are checked there: `ConfigValidationError`;
+  the state's shape too: `StateError`).
 - ``TapLmsUnified.config_jsonschema`` (class attribute; `"secret": true` marks secrets).
 - ``tap.streams`` with the SDK's ``name``, ``schema``, ``primary_keys``,
   ``replication_key`` of each stream; ``tap.catalog_dict`` (Singer catalog).
-- ``tap.sync_all()`` then ``tap.finish()`` (flushes and raises when a tenant failed).
-- ``tap.run_sync_dry_run(dry_run_record_limit=1, streams=[...])`` (the SDK's, for `check`).
-- error classes ``AuthenticationError``, ``IntegrationNotReadyError``, ``TenantsFailedError``
-  and the SDK's ``ConfigValidationError``, ``RetriableAPIError``.
-- :func:`failed_tenants`: the only look inside a run (``tap.tenants[*].failure/error``).
-- the documented settings ``provider``, ``integration_id``, ``connector_token``,
-  ``connector_name``, ``integrations``, ``emit_activate_version_messages``.
+- ``tap.sync_all()``: syncs, flushes, then raises when a tenant failed (``Run.finish``).
+- ``tap.run`` (`run.Run`): ``test_connection()`` (one request per tenant and endpoint,
+  raises when a tenant failed), ``tenants`` and ``failed()`` (`Tenant` ``key``,
+  ``failure`` = ``"<stream>: <message>"``, redacted, and ``error``).
+- ``run.Redactor``: replaces secret values in a text.
+- the provider registry ``PROVIDERS`` (``name``, ``label``), never a provider by name.
+- error classes from `errors` and the SDK's ``ConfigValidationError``, ``RetriableAPIError``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from dataclasses import dataclass
 
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
-from tap_lms_unified.client import AuthenticationError, IntegrationNotReadyError
-from tap_lms_unified.tap import TapLmsUnified, TenantsFailedError
+from tap_lms_unified.errors import (
+    AuthenticationError,
+    IntegrationNotReadyError,
+    LmsAPIError,
+    TenantsFailedError,
+)
+from tap_lms_unified.providers import PROVIDERS
+from tap_lms_unified.run import Redactor
+from tap_lms_unified.state import StateError
+from tap_lms_unified.tap import TapLmsUnified
 
 if t.TYPE_CHECKING:
     from singer_sdk.io_base import GenericSingerWriter
@@ -35,14 +44,19 @@ __all__ = [
     "AuthenticationError",
     "ConfigValidationError",
     "IntegrationNotReadyError",
+    "LmsAPIError",
+    "Redactor",
     "RetriableAPIError",
+    "StateError",
     "TapLmsUnified",
     "TenantFailure",
     "TenantsFailedError",
     "config_schema",
+    "connection_test",
     "failed_tenants",
     "make_tap",
-    "tenant_configs",
+    "provider_labels",
+    "tenant_names",
 ]
 
 
@@ -51,10 +65,15 @@ def config_schema() -> dict[str, t.Any]:
     return t.cast("dict[str, t.Any]", TapLmsUnified.config_jsonschema)
 
 
+def provider_labels() -> list[str]:
+    """The human names of the providers in the registry, in its order."""
+    return [provider.label for provider in PROVIDERS.values()]
+
+
 def make_tap(
     config: dict[str, t.Any],
     *,
-    writer: GenericSingerWriter,
+    writer: GenericSingerWriter[t.Any, t.Any],
     state: dict[str, t.Any] | None = None,
     catalog: dict[str, t.Any] | None = None,
 ) -> TapLmsUnified:
@@ -78,46 +97,28 @@ class TenantFailure:
     error: BaseException | None
 
 
+def tenant_names(tap: TapLmsUnified) -> list[str]:
+    """The run's tenants by their non-secret names."""
+    return list(tap.run.tenants)
+
+
 def failed_tenants(tap: TapLmsUnified) -> list[TenantFailure]:
     """The tenants that failed so far in this run (their messages are already redacted)."""
-    tenants = getattr(tap, "tenants", None) or {}
     failures = []
-    for tenant in tenants.values():
-        failure = getattr(tenant, "failure", None)
-        if not failure:
-            continue
-        stream, sep, message = str(failure).partition(": ")  # "<stream>: <message>"
+    for tenant in tap.run.failed():
+        stream, sep, message = str(tenant.failure).partition(": ")  # "<stream>: <message>"
         failures.append(
             TenantFailure(
-                tenant=str(tenant.key),
+                tenant=tenant.key,
                 stream=stream if sep else None,
-                message=message if sep else str(failure),
-                error=getattr(tenant, "error", None),
+                message=message if sep else str(tenant.failure),
+                error=tenant.error,
             )
         )
     return failures
 
 
-def tenant_configs(config: dict[str, t.Any]) -> list[tuple[str, dict[str, t.Any]]]:
-    """One single-tenant config per tenant of `config`, with a non-secret label each.
-
-    From the documented settings: Kombo `integration_id` and `integrations[].integration_id`;
-    Bindbee `connector_token` (+ `connector_name`) and `integrations[].connector_token`
-    (+ `name`). A Bindbee tenant without a name is labelled by position, never by token.
-    """
-    base = {k: v for k, v in config.items() if k != "integrations"}
-    out: list[tuple[str, dict[str, t.Any]]] = []
-    if config.get("provider") == "kombo":
-        ids = [config.get("integration_id")]
-        ids += [i.get("integration_id") for i in config.get("integrations") or ()]
-        for integration_id in ids:
-            if integration_id:
-                out.append((str(integration_id), {**base, "integration_id": integration_id}))
-        return out
-    pairs = [(config.get("connector_token"), config.get("connector_name"))]
-    pairs += [(i.get("connector_token"), i.get("name")) for i in config.get("integrations") or ()]
-    for position, (token, name) in enumerate(pairs):
-        if token:
-            label = str(name) if name else f"connector #{position}"
-            out.append((label, {**base, "connector_token": token, "connector_name": name}))
-    return out
+def connection_test(tap: TapLmsUnified) -> None:
+    """One request per tenant and endpoint; raises when a tenant failed (see `failed_tenants`)."""
+    _ = tap.streams  # registers the run's streams
+    tap.run.test_connection()

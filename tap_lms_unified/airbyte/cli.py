@@ -21,22 +21,19 @@ import requests
 
 from tap_lms_unified.airbyte import bridge
 from tap_lms_unified.airbyte import messages as ab
-from tap_lms_unified.airbyte.writer import AirbyteWriter, LogHandler, NullWriter, Output, Redact
+from tap_lms_unified.airbyte.writer import AirbyteWriter, LogHandler, NullWriter, Output
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from singer_sdk import Stream
-
 LOGGER = logging.getLogger("tap-lms-unified.airbyte")
-#: Streams that `check` walks (one page per tenant), the first the provider has.
-PROBE_STREAMS = ("skills", "categories")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="source-lms-unified",
-        description="The Kombo / Bindbee LMS tap as an Airbyte source.",
+        description="The LMS tap (" + " / ".join(bridge.provider_labels()) + ") as an Airbyte "
+        "source.",
     )
     commands = p.add_subparsers(dest="command", required=True)
     commands.add_parser("spec", help="print the connector specification")
@@ -60,7 +57,8 @@ def main(argv: list[str] | None = None, *, stdout: t.BinaryIO | None = None) -> 
     with _airbyte_logging(output):
         try:
             if args.command == "spec":
-                output.write(ab.spec_message(bridge.config_schema()))
+                title = "LMS unified (" + ", ".join(bridge.provider_labels()) + ")"
+                output.write(ab.spec_message(bridge.config_schema(), title))
                 return 0
             if args.command == "check":
                 return check(args, output)
@@ -80,39 +78,32 @@ def run() -> None:
 
 
 def check(args: argparse.Namespace, output: Output) -> int:
+    """The settings checks, then one request per tenant and endpoint (`Run.test_connection`)."""
     try:
         config = _config(args, output)
-        bridge.make_tap(config, writer=NullWriter())  # every settings check
+        tap = bridge.make_tap(config, writer=NullWriter())  # every settings check
+        tenants = bridge.tenant_names(tap)
     except Exception as exc:  # check reports, it does not fail
         output.write(ab.connection_status(ab.FAILED, output.text(describe(exc))))
         return 0
-    tenants = bridge.tenant_configs(config)
-    failures, probed = [], ""
-    QUIET.probing = True
-    try:
-        for label, tenant_config in tenants:
-            try:
-                tap = bridge.make_tap(tenant_config, writer=NullWriter())
-                stream = _probe_stream(tap)
-                probed = stream.name
-                try:
-                    tap.run_sync_dry_run(dry_run_record_limit=1, streams=[stream])
-                finally:
-                    tap.finish()  # raises this tenant's error, if any
-            except Exception as exc:
-                failures.append(f"{label}: {describe(exc)}")
-    finally:
-        QUIET.probing = False
     provider = str(config.get("provider"))
-    if failures:
-        message = f"{len(failures)} of {len(tenants)} {provider} tenants failed: " + "; ".join(
-            failures
-        )
+    try:
+        bridge.connection_test(tap)
+    except Exception as exc:
+        failures = bridge.failed_tenants(tap)
+        if failures:
+            details = "; ".join(
+                f"{f.tenant}: {f.stream + ': ' if f.stream else ''}{f.message}" for f in failures
+            )
+            message = f"{len(failures)} of {len(tenants)} {provider} tenants failed: {details}"
+        else:
+            message = describe(exc)
         output.write(ab.connection_status(ab.FAILED, output.text(message)))
-    else:
-        names = ", ".join(label for label, _ in tenants)
-        message = f"{provider}: {len(tenants)} tenant(s) answered ({probed}): {names}"
-        output.write(ab.connection_status(ab.SUCCEEDED, output.text(message)))
+        return 0
+    message = f"{provider}: {len(tenants)} tenant(s) answered on every endpoint: " + ", ".join(
+        tenants
+    )
+    output.write(ab.connection_status(ab.SUCCEEDED, output.text(message)))
     return 0
 
 
@@ -136,7 +127,7 @@ def read(args: argparse.Namespace, output: Output) -> int:
     error: BaseException | None = None
     try:
         config = _config(args, output)
-        # Airbyte replaces full-refresh data itself: no ACTIVATE_VERSION (Bindbee's default).
+        # Airbyte replaces full-refresh data itself: no ACTIVATE_VERSION (on by default).
         config["emit_activate_version_messages"] = False
         configured = ab.configured_streams(_load_json(args.catalog, "catalog"))
         state = _load_json(args.state, "state") if args.state else None
@@ -170,15 +161,8 @@ def read(args: argparse.Namespace, output: Output) -> int:
             initial_states=singer_state["bookmarks"],
         )
         tap = bridge.make_tap(config, writer=writer, state=singer_state, catalog=catalog)
-        try:
-            tap.sync_all()
-        except Exception as exc:  # fail_fast, or a failure of the tap itself
-            error = exc
-        try:
-            tap.finish()  # flushes; raises when a tenant failed
-        except Exception as exc:
-            error = error or exc
-    except Exception as exc:  # settings, inputs
+        tap.sync_all()  # flushes; raises when a tenant failed (or at once with fail_fast)
+    except Exception as exc:  # settings, inputs, failed tenants, a failure of the tap itself
         error = exc
     if writer is not None:
         writer.finish(complete=error is None)
@@ -195,7 +179,7 @@ def _config(args: argparse.Namespace, output: Output) -> dict[str, t.Any]:
     config = _load_json(args.config, "config")
     if not isinstance(config, dict):
         raise ab.InputError("the config must be a JSON object")
-    output.redact = Redact(ab.secret_values(config, bridge.config_schema()))
+    output.redact = bridge.Redactor(ab.secret_values(config, bridge.config_schema()))
     return config
 
 
@@ -208,14 +192,6 @@ def _load_json(path: Path, what: str) -> t.Any:
         raise ab.InputError(f"the {what} file {path} is not valid JSON: {exc}") from exc
 
 
-def _probe_stream(tap: bridge.TapLmsUnified) -> Stream:
-    streams = tap.streams
-    for name in PROBE_STREAMS:
-        if name in streams:
-            return streams[name]
-    return next(iter(streams.values()))
-
-
 def describe(exc: BaseException) -> str:
     """A readable one-line error: every failed setting for a config error."""
     if isinstance(exc, bridge.ConfigValidationError) and exc.errors:
@@ -226,7 +202,13 @@ def describe(exc: BaseException) -> str:
 def failure_type(exc: BaseException | None) -> str:
     """config_error: settings or credentials; transient_error: retries ran out or the
     network failed, or the integration is not ready yet; system_error: anything else."""
-    if isinstance(exc, bridge.ConfigValidationError | bridge.AuthenticationError | ab.InputError):
+    if isinstance(
+        exc,
+        bridge.ConfigValidationError
+        | bridge.AuthenticationError
+        | bridge.StateError
+        | ab.InputError,
+    ):
         return ab.CONFIG_ERROR
     if isinstance(
         exc,
@@ -272,15 +254,12 @@ def _error_traces(
 
 
 class _Quiet(logging.Filter):
-    """Drops per-request METRIC lines (unless LOG_LEVEL=DEBUG) and, in `check`, the SDK's
-    error line for the trial sync it stops on purpose after one record."""
-
-    probing = False
+    """Drops per-request METRIC lines, unless LOG_LEVEL=DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("singer_sdk.metrics"):
             return record.levelno >= logging.WARNING or logging.getLogger().level <= logging.DEBUG
-        return not (self.probing and record.msg == "An unhandled error occurred while syncing '%s'")
+        return True
 
 
 QUIET = _Quiet()

@@ -16,6 +16,8 @@ STARTED, RUNNING, COMPLETE, INCOMPLETE = "STARTED", "RUNNING", "COMPLETE", "INCO
 FULL_REFRESH, INCREMENTAL = "full_refresh", "incremental"
 #: Settings that make no sense under Airbyte, which handles full-refresh replacement itself.
 NOT_IN_SPEC = ("emit_activate_version_messages",)
+#: One stream's `stream_state`: the tap's bookmark structure of that stream.
+StreamState = dict[str, t.Any]
 LOG_LEVELS = {50: "FATAL", 40: "ERROR", 30: "WARN", 20: "INFO", 10: "DEBUG"}
 
 
@@ -30,11 +32,11 @@ def now_ms() -> int:
 # ---------------------------------------------------------------- messages
 
 
-def spec_message(config_schema: dict[str, t.Any]) -> dict[str, t.Any]:
+def spec_message(config_schema: dict[str, t.Any], title: str) -> dict[str, t.Any]:
     return {
         "type": "SPEC",
         "spec": {
-            "connectionSpecification": connection_specification(config_schema),
+            "connectionSpecification": connection_specification(config_schema, title),
             "supportsIncremental": True,
             "supported_destination_sync_modes": ["overwrite", "append", "append_dedup"],
         },
@@ -105,10 +107,10 @@ def log_message(level: str, message: str, stack_trace: str | None = None) -> dic
 # ---------------------------------------------------------------- spec
 
 
-def connection_specification(config_schema: dict[str, t.Any]) -> dict[str, t.Any]:
+def connection_specification(config_schema: dict[str, t.Any], title: str) -> dict[str, t.Any]:
     """The tap's settings schema, with `airbyte_secret` on every secret (nested too)."""
     schema = copy.deepcopy(config_schema)
-    schema["title"] = "LMS unified (Kombo, Bindbee)"
+    schema["title"] = title
     for name in NOT_IN_SPEC:
         schema.get("properties", {}).pop(name, None)
     _mark_secrets(schema)
@@ -230,7 +232,7 @@ def singer_catalog(
 # ---------------------------------------------------------------- state
 
 
-def singer_bookmarks(state: t.Any, known_streams: t.Collection[str]) -> dict[str, dict]:
+def singer_bookmarks(state: t.Any, known_streams: t.Collection[str]) -> dict[str, StreamState]:
     """Per-stream states from what Airbyte clients send back, as Singer bookmarks.
 
     Accepted: a JSON array of AirbyteStateMessage (STREAM, GLOBAL or LEGACY entries, with
@@ -241,7 +243,7 @@ def singer_bookmarks(state: t.Any, known_streams: t.Collection[str]) -> dict[str
     if state is None or state in ({}, []):
         return {}
     if isinstance(state, list):
-        bookmarks: dict[str, dict] = {}
+        bookmarks: dict[str, StreamState] = {}
         for position, message in enumerate(state):
             if not isinstance(message, dict):
                 raise InputError(f"state[{position}] is not an object")
@@ -261,12 +263,14 @@ def singer_bookmarks(state: t.Any, known_streams: t.Collection[str]) -> dict[str
     return {k: v for k, v in state.items() if isinstance(v, dict)}
 
 
-def _from_state_message(message: dict[str, t.Any], known: t.Collection[str]) -> dict[str, dict]:
+def _from_state_message(
+    message: dict[str, t.Any], known: t.Collection[str]
+) -> dict[str, StreamState]:
     kind = str(message.get("type") or "").upper()
     if kind == "STREAM" or (not kind and isinstance(message.get("stream"), dict)):
         return _from_stream_state(message.get("stream"))
     if kind == "GLOBAL" or (not kind and isinstance(message.get("global"), dict)):
-        found: dict[str, dict] = {}
+        found: dict[str, StreamState] = {}
         for item in (message.get("global") or {}).get("stream_states") or ():
             found.update(_from_stream_state(item))
         return found
@@ -275,7 +279,7 @@ def _from_state_message(message: dict[str, t.Any], known: t.Collection[str]) -> 
     raise InputError(f"unknown state message type {message.get('type')!r}")
 
 
-def _from_stream_state(stream: t.Any) -> dict[str, dict]:
+def _from_stream_state(stream: t.Any) -> dict[str, StreamState]:
     if not isinstance(stream, dict):
         raise InputError("a STREAM state needs a 'stream' object")
     descriptor = stream.get("stream_descriptor") or {}

@@ -35,6 +35,8 @@ from tap_lms_unified.airbyte import messages as ab
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from tap_lms_unified.airbyte.messages import StreamState
+
 
 def _enc_hook(value: t.Any) -> t.Any:
     if isinstance(value, datetime.datetime):
@@ -49,28 +51,19 @@ def _enc_hook(value: t.Any) -> t.Any:
 _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
-class Redact:
-    """Replaces secret values (config settings marked secret) in every text written out."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
 class Output:
     """Airbyte messages to stdout: one JSON line each, records buffered in 1 MiB chunks."""
 
     CHUNK = 1 << 20
 
-    def __init__(self, stream: t.BinaryIO | None = None, redact: Redact | None = None) -> None:
+    def __init__(
+        self, stream: t.BinaryIO | None = None, redact: Callable[[str], str] | None = None
+    ) -> None:
         self._stream = stream
         self._pending = bytearray()
         self._lock = threading.RLock()
-        self.redact = redact or Redact(())
+        #: Replaces secrets in every text written out (the run's `Redactor`).
+        self.redact: Callable[[str], str] = redact or (lambda text: text)
         self.counts: Counter[str] = Counter()
 
     @property
@@ -130,7 +123,7 @@ class AirbyteWriter(GenericSingerWriter[bytes, Message]):
         *,
         streams: Iterable[str] = (),
         failing: Callable[[], bool] = lambda: False,
-        initial_states: t.Mapping[str, dict] | None = None,
+        initial_states: t.Mapping[str, StreamState] | None = None,
     ) -> None:
         self.output = output or Output()
         #: The configured streams: only their state is sent.
@@ -142,7 +135,7 @@ class AirbyteWriter(GenericSingerWriter[bytes, Message]):
         self.records: Counter[str] = Counter()  # per stream, whole run
         self._since_state: Counter[str] = Counter()  # per stream, since its last STATE
         # What Airbyte already holds (the incoming state) is not echoed back.
-        self._stream_states: dict[str, dict] = dict(initial_states or {})
+        self._stream_states: dict[str, StreamState] = dict(initial_states or {})
         self._sent_state = {k: _ENCODER.encode(v) for k, v in self._stream_states.items()}
 
     # -- GenericSingerWriter --------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Latency hiding: walk endpoints in worker threads while the main thread emits records.
+"""Walking endpoints: prefetching walks in worker threads, and spools for paired streams.
+
+Latency hiding: walk endpoints in worker threads while the main thread emits records.
 
 The SDK syncs a stream's partitions (our tenants) one after the other in the main thread,
 which is also where every Singer message is written. Workers walk the endpoint of each
@@ -14,6 +16,11 @@ from __future__ import annotations
 import tempfile
 import threading
 import typing as t
+
+import msgspec
+
+_DECODE = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder()
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -101,9 +108,6 @@ class Prefetcher:
                 daemon=True,
             ).start()
 
-    def has(self, stream: str, tenant: str) -> bool:
-        return (stream, tenant) in self._buffers
-
     def pages(self, stream: str, tenant: str) -> Iterator[bytes]:
         return self._buffers.pop((stream, tenant)).pages()
 
@@ -124,3 +128,29 @@ class Prefetcher:
                 buffer.finish(exc)
             else:
                 buffer.finish()
+
+
+class Spool:
+    """Rows written to an anonymous temporary file and read back once.
+
+    Paired streams (users+progress, say) share one walk: the
+    stream synced first spools its partner's rows here, and the partner reads them back.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-", buffering=1 << 20)  # noqa: SIM115
+
+    def write(self, rows: Iterable[dict[str, t.Any]]) -> None:
+        for row in rows:
+            self._file.write(_ENCODE.encode(row) + b"\n")
+
+    def read(self) -> Iterator[dict[str, t.Any]]:
+        try:
+            self._file.seek(0)
+            for line in self._file:
+                yield _DECODE.decode(line)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._file.close()

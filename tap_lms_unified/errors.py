@@ -1,0 +1,48 @@
+"""The tap's typed errors, and which of them end one tenant's run rather than the whole run."""
+
+from __future__ import annotations
+
+import requests
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+
+class LmsAPIError(FatalAPIError):
+    """An error the provider answered and retrying cannot fix."""
+
+
+class AuthenticationError(LmsAPIError):
+    """401/403: the API key or the tenant's credential was refused."""
+
+
+class IntegrationNotReadyError(LmsAPIError):
+    """The provider has not finished the integration's first sync (e.g. a 409)."""
+
+
+class TLSError(LmsAPIError):
+    """The API's TLS certificate could not be verified: retrying will not help."""
+
+
+class PaginationLoopError(LmsAPIError):
+    """The API sent back a cursor it had already sent: paging would never end."""
+
+
+class TenantsFailedError(LmsAPIError):
+    """At least one tenant failed; the others finished and their state was kept."""
+
+
+#: Transport failures retried like a 5xx: timeouts, resets, truncated bodies.
+TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    ConnectionError,
+)
+
+#: Errors that end one tenant's run (the others go on): the provider refused or kept failing.
+TENANT_ERRORS = (
+    FatalAPIError,
+    RetriableAPIError,
+    requests.exceptions.RequestException,
+    ConnectionError,
+)

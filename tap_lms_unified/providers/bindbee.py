@@ -1,0 +1,282 @@
+"""Bindbee's unified LMS API: everything the tap knows about it, in one place.
+
+Every stream is `GET /api/lms/v1/<model>`, key `id`, full table: Bindbee's LMS endpoints
+have no "changed since" filter and no tombstones, and `modified_at` moves whenever Bindbee
+re-syncs a record, so it is carried as data, not used as a bookmark. Each run sends
+ACTIVATE_VERSION so that targets soft-delete the rows that vanished from the API.
+
+Headers `Authorization: Bearer <api_key>` and `x-connector-token` (a secret); envelope
+`{"cursor","page_size","items"}`; errors `{"detail": str | [{loc, msg}]}`; a budget of 200
+requests per minute per token, `X-RateLimit-Reset` in Unix seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import typing as t
+from http import HTTPStatus
+from importlib.resources import files
+
+from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk import typing as th
+
+from tap_lms_unified.provider import Provider, TenantSpec
+from tap_lms_unified.streams import LmsStream
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from singer_sdk.helpers.types import Context
+
+BASE_URL = "https://api.bindbee.dev"
+SCHEMAS = SchemaDirectory(files("tap_lms_unified") / "schemas" / "bindbee")
+
+
+class BindbeeStream(LmsStream):
+    """A Bindbee LMS list endpoint: `{"cursor","page_size","items"}`, full table."""
+
+    schema = StreamSchema(SCHEMAS)
+    primary_keys = ("id",)
+    replication_key = None
+    datetime_fields: t.ClassVar[tuple[str, ...]] = ("modified_at",)
+    #: Relations sent as ids, or as objects when expanded: always emitted as ids. The one
+    #: list of them: the schemas are generated from it (to-many where the spec has an array).
+    relations: t.ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def path(self) -> str:  # type: ignore[override]
+        return f"/api/lms/v1/{self.name}"
+
+    @property
+    def activate_versions(self) -> bool:
+        """On by default: the only way a target learns that a Bindbee record was deleted."""
+        return bool(self.config.get("emit_activate_version_messages", True))
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        # Off for the SDK, which would send ACTIVATE_VERSION *before* the records: a tenant
+        # failing later in the run would then lose all its rows. We send it after the last
+        # tenant, and only when every tenant was read in full (see get_records).
+        return False
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        version = self.run.version
+        if self.activate_versions:
+            # Private: the SDK stamps RECORDs with this and offers no public setter.
+            self._stream_version = version
+        yield from super().get_records(context)
+        if self.activate_versions and context == self.partitions[-1]:
+            failed = [tenant.key for tenant in self.run.failed()]
+            if failed:
+                self.log(
+                    "Not activating the new version of %s: tenants %s were not read in "
+                    "full, and their rows must not be marked deleted.",
+                    self.name,
+                    ", ".join(failed),
+                    level=logging.WARNING,
+                )
+            else:
+                # Private: the SDK's writer of this message (it applies stream maps' aliases).
+                self._write_activate_version_message(version)
+
+    def get_url_params(
+        self, context: Context | None, next_page_token: str | None
+    ) -> dict[str, t.Any]:
+        params: dict[str, t.Any] = {
+            "page_size": self.run.page_size,
+            "include_raw_data": "true" if self.config["include_raw_data"] else "false",
+            "include_custom_fields": ("true" if self.config["include_custom_fields"] else "false"),
+        }
+        if next_page_token:
+            params["cursor"] = next_page_token
+        return params
+
+    def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        record = self.shape(record)
+        for name in self.relations:
+            value = record.get(name)
+            if isinstance(value, dict):
+                record[name] = value.get("id")
+            elif isinstance(value, list):
+                record[name] = [v.get("id") if isinstance(v, dict) else v for v in value]
+        yield record
+
+
+class UsersStream(BindbeeStream):
+    name = "users"
+
+
+class EnrollmentsStream(BindbeeStream):
+    name = "enrollments"
+    datetime_fields = ("modified_at", "start_date")
+    relations = ("user", "course", "completion")
+
+
+class CompletionsStream(BindbeeStream):
+    name = "completions"
+    datetime_fields = ("modified_at", "started_at", "completed_at")
+    relations = ("user", "course", "content")
+
+
+class CoursesStream(BindbeeStream):
+    name = "courses"
+    relations = ("contents", "skills", "categories", "instructors")
+
+
+class ContentsStream(BindbeeStream):
+    name = "contents"
+    relations = ("courses", "skills", "categories")
+
+
+class SkillsStream(BindbeeStream):
+    name = "skills"
+
+
+class CategoriesStream(BindbeeStream):
+    name = "categories"
+
+
+STREAMS: tuple[type[BindbeeStream], ...] = (
+    UsersStream,
+    EnrollmentsStream,
+    CompletionsStream,
+    CoursesStream,
+    ContentsStream,
+    SkillsStream,
+    CategoriesStream,
+)
+
+
+class Bindbee(Provider):
+    """Bindbee: one connector token per customer, full-table streams, a per-token budget."""
+
+    name = "bindbee"
+    label = "Bindbee"
+    page_size_default = 100
+    page_size_max = 200
+    tenant_field = "connector_name"
+    tenant_setting = "connector_token"
+    reset_is_epoch = True  # `X-RateLimit-Reset` is a Unix time
+    streams = STREAMS
+    tenant_properties = (
+        th.Property("connector_token", th.StringType, secret=True),
+        th.Property("name", th.StringType),
+    )
+    settings = (
+        th.Property(
+            "connector_token",
+            th.StringType,
+            secret=True,
+            title="Connector token (Bindbee)",
+            description="Bindbee only, required: the customer's connector token, sent as "
+            "`x-connector-token`. A secret.",
+        ),
+        th.Property(
+            "connector_name",
+            th.StringType,
+            title="Connector name (Bindbee)",
+            description="Bindbee only: a stable, non-secret name for `connector_token`, "
+            "written to every record as `connector_name` and used in state and logs. "
+            "Default: `connector-` + a short hash of the token.",
+        ),
+        th.Property(
+            "include_raw_data",
+            th.BooleanType,
+            default=False,
+            title="Include raw data (Bindbee)",
+            description="Bindbee only: ask for `raw_data`, the source system's original "
+            "record (large).",
+        ),
+        th.Property(
+            "include_custom_fields",
+            th.BooleanType,
+            default=True,
+            title="Include custom fields (Bindbee)",
+            description="Bindbee only: ask for `custom_fields`.",
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType,
+            default=200,
+            title="Max requests per minute (Bindbee)",
+            description="Bindbee only: the tap stays under this many requests in any 60 s "
+            "window per connector token (Bindbee's budget is 200).",
+        ),
+    )
+
+    def base_url(self, config: Mapping[str, t.Any]) -> str:
+        return BASE_URL
+
+    def tenants(self, config: Mapping[str, t.Any]) -> list[TenantSpec]:
+        pairs = [(config.get("connector_token"), config.get("connector_name"))]
+        pairs += [
+            (i.get("connector_token"), i.get("name")) for i in config.get("integrations") or ()
+        ]
+        specs = []
+        for token, name in pairs:
+            if token:
+                key = name or "connector-" + hashlib.sha256(str(token).encode()).hexdigest()[:10]
+                specs.append(TenantSpec(str(key), {"x-connector-token": str(token)}))
+        return specs
+
+    def secrets(self, config: Mapping[str, t.Any]) -> list[str]:
+        tokens = [config.get("connector_token")]
+        tokens += [i.get("connector_token") for i in config.get("integrations") or ()]
+        return [str(token) for token in tokens if token]
+
+    def check(self, config: Mapping[str, t.Any]) -> list[str]:
+        errors = []
+        integrations = config.get("integrations") or []
+        for position, item in enumerate(integrations):
+            if not str(item.get("connector_token") or "").strip():
+                errors.append(
+                    f"'integrations[{position}]' needs 'connector_token' (provider bindbee)"
+                )
+            if len(integrations) > 1 and not item.get("name"):
+                errors.append(
+                    f"'integrations[{position}]' needs a 'name': with several connectors, each "
+                    "needs a stable non-secret name for records, state and logs"
+                )
+        if not str(config.get("connector_token") or "").strip() and not integrations:
+            errors.append(
+                "'connector_token' is required when provider is 'bindbee' (sent as "
+                "x-connector-token), or list tenants in 'integrations'"
+            )
+        if config["max_requests_per_minute"] <= 0:
+            value = config["max_requests_per_minute"]
+            errors.append(f"'max_requests_per_minute' must be greater than 0, got {value!r}")
+        return errors
+
+    def requests_per_minute(self, config: Mapping[str, t.Any]) -> int | None:
+        return int(config["max_requests_per_minute"])
+
+    def page(self, body: t.Any) -> tuple[list[t.Any], str | None]:
+        items, cursor = body["items"], body["cursor"]
+        if not isinstance(items, list):
+            raise TypeError("items is not a list")
+        return items, (str(cursor) if cursor else None)
+
+    def error_details(self, body: t.Any) -> tuple[str | None, str]:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if isinstance(detail, list):  # FastAPI validation errors (422)
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    where = ".".join(str(p) for p in item.get("loc") or ())
+                    parts.append(f"{where}: {item.get('msg', item)}")
+                else:
+                    parts.append(str(item))
+            return None, "; ".join(parts)
+        return None, str(detail) if detail else ""
+
+    def error_hint(self, status: int) -> str:
+        if status == HTTPStatus.FORBIDDEN:
+            return (
+                " — the connector token was refused for the LMS API: it may belong to a "
+                "connector of another category (HRIS, ATS, ...) or be revoked"
+            )
+        return super().error_hint(status)
+
+
+PROVIDER = Bindbee()

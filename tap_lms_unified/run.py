@@ -1,0 +1,188 @@
+"""One run of the tap: its tenants, walks, spools, redaction, failures and closing summary.
+
+The tap creates one `Run` and hands it to every stream it builds; streams keep their
+run-wide bookkeeping here instead of on the Tap object.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from collections import Counter
+from dataclasses import dataclass, field
+
+import requests
+import urllib3
+
+from tap_lms_unified.errors import TENANT_ERRORS, TenantsFailedError
+from tap_lms_unified.http import BudgetedSession, RateBudget
+from tap_lms_unified.walking import Prefetcher, Spool
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from tap_lms_unified.provider import Provider
+    from tap_lms_unified.streams import LmsStream
+
+
+class Redactor:
+    """Replaces every configured secret in a text before it is logged or raised."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+@dataclass
+class Tenant:
+    """One customer connection: its name, headers, session and what happened to it."""
+
+    key: str  # its non-secret name: the integration id or the connector name
+    headers: dict[str, str] = field(repr=False)  # X-Integration-Id / x-connector-token
+    session: BudgetedSession = field(repr=False)
+    records: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    failure: str | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """One log line: outcome, records per stream, requests, retries, 429s, duration."""
+        streams = " ".join(f"{name}={count}" for name, count in sorted(self.records.items()))
+        outcome = f"FAILED ({self.failure})" if self.failure else "ok"
+        return (
+            f"Tenant {self.key}: {outcome}; records: {streams or 'none'}; "
+            f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled "
+            f"(429); {self.seconds:.1f} s walking"
+        )
+
+
+class Run:
+    """Run-wide state shared by the streams of one tap invocation."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        config: Mapping[str, t.Any],
+        *,
+        user_agent: str,
+        version: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.provider = provider
+        self.config = config
+        self.user_agent = user_agent
+        #: The table version of this run's full-table streams (ACTIVATE_VERSION).
+        self.version = version
+        self.logger = logger
+        self.redact = Redactor([config.get("api_key"), *provider.secrets(config)])
+        self.prefetcher = Prefetcher(int(config["max_concurrency"]))
+        #: Partner rows spooled by the first stream of a pair, by (stream, tenant).
+        self.spools: dict[tuple[str, str], Spool] = {}
+        #: Streams whose walks have started (a pair's partner is fed, not walked again).
+        self.walked: set[str] = set()
+        #: The run's streams by name, registered by the tap.
+        self.streams: dict[str, LmsStream] = {}
+        #: Builds requests (auth, params); they are sent through a tenant's own session.
+        self.prepare_session = requests.Session()
+        self.tenants = self._tenants()
+        self._said: set[str] = set()
+
+    @property
+    def base_url(self) -> str:
+        if self.config.get("api_url"):
+            return str(self.config["api_url"]).rstrip("/")
+        return self.provider.base_url(self.config)
+
+    @property
+    def page_size(self) -> int:
+        return int(self.config.get("page_size") or self.provider.page_size_default)
+
+    def _tenants(self) -> dict[str, Tenant]:
+        """The run's tenants by non-secret name, each with its own session and budget."""
+        verify = self.config["tls_verify"] is not False
+        if not verify:  # warned once at start-up, not on every request
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        tenants = {}
+        for spec in self.provider.tenants(self.config):
+            budget = RateBudget(
+                self.provider.requests_per_minute(self.config),
+                reset_is_epoch=self.provider.reset_is_epoch,
+                max_wait=float(self.config["max_retry_wait_seconds"]),
+            )
+            session = BudgetedSession(budget)
+            session.verify = verify
+            tenants[spec.key] = Tenant(key=spec.key, headers=spec.headers, session=session)
+        return tenants
+
+    def warn_once(self, message: str) -> None:
+        """Log a warning once per run, however many streams or walks run into it."""
+        if message not in self._said:
+            self._said.add(message)
+            self.logger.warning(message)
+
+    def note_once(self, message: str) -> None:
+        """Log an informational line once per run."""
+        if message not in self._said:
+            self._said.add(message)
+            self.logger.info(message)
+
+    def fail_tenant(self, tenant: Tenant, stream: str, error: BaseException) -> None:
+        """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
+        message = self.redact(str(error))
+        tenant.failure, tenant.error = f"{stream}: {message}", error
+        if self.config["fail_fast"]:
+            self.prefetcher.close()
+            raise error
+        if len(self.tenants) > 1:  # with one tenant, the run's own error says it
+            self.logger.error(
+                "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
+                "bookmarks stay where they were.",
+                tenant.key,
+                stream,
+                message,
+            )
+
+    def test_connection(self) -> None:
+        """One request per tenant and endpoint (the first page); raise if any failed."""
+        endpoints = {stream.path: stream for stream in reversed(self.streams.values())}
+        for tenant in self.tenants.values():
+            for stream in endpoints.values():
+                context = {self.provider.tenant_field: tenant.key}
+                try:
+                    stream.prepare_walk(context)
+                    pages = stream.iter_pages(context)
+                    records = len(stream.page_of(next(iter(pages)))[0])
+                    pages.close()
+                except TENANT_ERRORS as exc:
+                    self.fail_tenant(tenant, stream.name, exc)
+                    break
+                self.logger.info(
+                    "Connection test: tenant %s, %s: ok (%d records on the first page)",
+                    tenant.key,
+                    stream.endpoint,
+                    records,
+                )
+        self.finish()
+
+    def failed(self) -> list[Tenant]:
+        return [tenant for tenant in self.tenants.values() if tenant.failure]
+
+    def finish(self) -> None:
+        """Stop the walks, log one line per tenant, and fail the run if a tenant failed."""
+        self.prefetcher.close()
+        for tenant in self.tenants.values():
+            self.logger.info(tenant.summary())
+        failed = self.failed()
+        if len(self.tenants) == 1 and failed and failed[0].error is not None:
+            raise failed[0].error  # one tenant: its own error says it best
+        if failed:
+            details = "; ".join(f"{t.key} ({t.failure})" for t in failed)
+            msg = f"{len(failed)} of {len(self.tenants)} tenants failed: {details}"
+            raise TenantsFailedError(msg)

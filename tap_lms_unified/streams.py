@@ -1,0 +1,503 @@
+"""The stream base every provider's streams build on: one endpoint, paged by cursor.
+
+A stream's endpoint, key, bookmark and schema are declared in its provider's module; this
+module holds what they share: the request hooks, retries, error translation, the walk of
+one tenant's pages (in a worker thread, see walking.py), and paired streams that share
+one walk of an endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import typing as t
+from functools import cached_property
+from http import HTTPStatus
+
+import backoff
+import msgspec
+import requests
+from singer_sdk import RESTStream, metrics
+from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.pagination import BaseAPIPaginator
+
+from tap_lms_unified.errors import (
+    TENANT_ERRORS,
+    TRANSPORT_ERRORS,
+    AuthenticationError,
+    IntegrationNotReadyError,
+    LmsAPIError,
+    PaginationLoopError,
+    TLSError,
+)
+from tap_lms_unified.http import host_of, reset_seconds
+from tap_lms_unified.shaping import Shaper
+from tap_lms_unified.walking import Spool
+
+if t.TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Iterator
+
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.streams.rest import HTTPRequest, PageContext
+
+    from tap_lms_unified.run import Run, Tenant
+
+_DECODE = msgspec.json.Decoder()
+
+
+class CursorPaginator(BaseAPIPaginator[str | None]):
+    """Follows the body's cursor until it is null; an empty page with a cursor is not the end."""
+
+    def __init__(self, stream: LmsStream) -> None:
+        super().__init__(None)
+        self.stream = stream
+
+    def get_next(self, response: requests.Response) -> str | None:
+        return self.stream.page_of(response)[1]
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        return self.get_next(response) is not None
+
+    def advance(self, response: requests.Response) -> None:
+        # Overridden to raise a clear, typed error instead of the SDK's bare RuntimeError.
+        sent = self.current_value
+        following = self.get_next(response)
+        if following is not None and following == sent:
+            msg = (
+                f"{self.stream.endpoint} returned the cursor it was sent: a pagination loop "
+                f"(page {self.count + 1}). Stopping instead of fetching the same page forever."
+            )
+            raise PaginationLoopError(msg)
+        super().advance(response)
+
+
+class LmsStream(RESTStream[str | None]):
+    """One provider endpoint for every tenant of the run, rows shaped to the schema."""
+
+    # `shape` puts every record in the schema's shape and type (timestamps included), so
+    # the SDK's per-value conformance pass (40% of a run's CPU) has nothing left to do.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    #: API fields that go to a partner stream, so not in this schema (no warning).
+    split_off: t.ClassVar[frozenset[str]] = frozenset()
+    #: Fields that are timestamps in our schema, normalised to UTC ISO-8601.
+    datetime_fields: t.ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, tap: Tap, run: Run) -> None:
+        super().__init__(tap=tap)
+        self.run = run
+        self.tenant_field = run.provider.tenant_field
+        self._walks_started = False
+        self._dry_run_rows = 0
+
+    # -- rows: overridden by streams whose rows are not the API records -----------------
+
+    def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """This stream's rows from one API record (nested streams yield several)."""
+        yield self.shape(record)
+
+    @cached_property
+    def shape(self) -> Shaper:
+        """Puts one record in this stream's schema shape."""
+        return Shaper(
+            self.name,
+            self.schema["properties"],
+            self.datetime_fields,
+            expected_extra=self.split_off,
+            warn=lambda msg, *args: self.log(msg, *args, level=logging.WARNING),
+        )
+
+    # -- SDK hooks -------------------------------------------------------------------
+
+    @property
+    def url_base(self) -> str:
+        return self.run.base_url
+
+    @property
+    def endpoint(self) -> str:
+        """`GET <path>` as named in logs and errors."""
+        return f"GET {self.path}"
+
+    @cached_property
+    def authenticator(self) -> BearerTokenAuthenticator:
+        return BearerTokenAuthenticator(token=self.config["api_key"])
+
+    @property
+    def http_headers(self) -> dict[str, t.Any]:
+        return {"User-Agent": self.run.user_agent, "Accept": "application/json"}
+
+    @property
+    def partitions(self) -> list[dict[str, t.Any]]:
+        # One partition per tenant: its own bookmarks, named without secrets.
+        return [{self.tenant_field: key} for key in self.run.tenants]
+
+    def tenant(self, context: Context | None) -> Tenant:
+        if not context:
+            raise ValueError(f"stream {self.name} needs a tenant context")
+        return self.run.tenants[context[self.tenant_field]]
+
+    def get_http_request(self, *, page: PageContext) -> HTTPRequest:
+        request = super().get_http_request(page=page)
+        request.headers.update(self.tenant(page.stream_context).headers)
+        return request
+
+    @property
+    def requests_session(self) -> requests.Session:
+        # Only prepares requests; they are sent through the tenant's own budgeted session.
+        return self.run.prepare_session
+
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        return float(self.config["request_timeout"])
+
+    def get_new_paginator(self) -> CursorPaginator:
+        return CursorPaginator(self)
+
+    def page_of(self, response: requests.Response) -> tuple[list[t.Any], str | None]:
+        """(records, next cursor) of a page, decoded once for the paginator and the parser."""
+        cached = response.__dict__.get("_lms_page")
+        if cached is None:
+            cached = self.run.provider.page(_DECODE.decode(response.content))
+            response.__dict__["_lms_page"] = cached
+        return t.cast("tuple[list[t.Any], str | None]", cached)
+
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status < HTTPStatus.BAD_REQUEST:
+            self._validate_body(response)
+            return
+        provider = self.run.provider
+        body = _decode_or_none(response)
+        code, message = provider.error_details(body) if body is not None else (None, "")
+        text = self.error_text(response, code, message)
+        if provider.not_ready(status, code):
+            raise IntegrationNotReadyError(text)
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            raise RetriableAPIError(text, response)
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            raise AuthenticationError(text)
+        raise LmsAPIError(text)
+
+    def _validate_body(self, response: requests.Response) -> None:
+        """A 200 must carry the provider's JSON envelope; a proxy's HTML page is retried."""
+        try:
+            self.page_of(response)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            kind = response.headers.get("content-type", "unknown content type")
+            msg = (
+                f"{self.endpoint} returned HTTP {response.status_code} with a body that is not "
+                f"JSON ({kind}, {len(response.content)} bytes): retrying"
+            )
+            raise RetriableAPIError(msg, response) from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            body = _decode_or_none(response)
+            keys = sorted(body)[:5] if isinstance(body, dict) else type(body).__name__
+            msg = (
+                f"{self.endpoint} returned HTTP {response.status_code} but not the "
+                f"{self.run.provider.label} envelope (got {keys})"
+            )
+            raise LmsAPIError(self.run.redact(msg)) from exc
+
+    def error_text(self, response: requests.Response, code: str | None, message: str) -> str:
+        """`GET /lms/users → HTTP 401 PLATFORM.X: message — hint`, with secrets redacted."""
+        reason = f" {code}" if code else ""
+        detail = f": {message}" if message else f": {response.reason}"
+        text = f"{self.endpoint} → HTTP {response.status_code}{reason}{detail}"
+        text += self.run.provider.error_hint(response.status_code)
+        return self.run.redact(text)
+
+    # -- retries: wait as the provider says, capped, a bounded number of times ------------
+
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        # The SDK's decorator, without backoff's own log lines: `backoff_handler` logs
+        # each retry, and the tenant's failure is reported once, where it is handled.
+        retried = (RetriableAPIError, *TRANSPORT_ERRORS)
+        decorate = backoff.on_exception(
+            self.backoff_wait_generator,
+            retried,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )
+        return decorate(func)
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config["max_retries"]) + 1
+
+    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
+        cap = float(self.config["max_retry_wait_seconds"])
+        epoch = self.run.provider.reset_is_epoch
+        attempt = 0
+        exception = yield 0.0  # primed by backoff with send(None)
+        while True:
+            attempt += 1
+            wait = None
+            if isinstance(exception, RetriableAPIError) and exception.response is not None:
+                wait = reset_seconds(exception.response, reset_is_epoch=epoch)
+            if wait is None:
+                wait = float(min(2 ** (attempt - 1), 60))
+            exception = yield min(wait, cap)
+
+    def backoff_jitter(self, value: float) -> float:
+        # A small jitter on top of the provider's wait, never below it.
+        return value + min(1.0, value * 0.1)
+
+    def backoff_handler(self, details: t.Any) -> None:
+        exc = details.get("exception")
+        tenant: Tenant = details["args"][1]  # send(prepared, tenant)
+        tenant.retries += 1
+        response = getattr(exc, "response", None)
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            tenant.throttled += 1
+        self.log(
+            "Tenant %s: retrying %s in %.1f s (try %d): %s",
+            tenant.key,
+            self.endpoint,
+            details.get("wait") or 0.0,
+            details.get("tries") or 0,
+            self.run.redact(str(exc) if exc else "transient error"),
+            level=logging.WARNING,
+        )
+
+    # -- one tenant's walk (in a worker thread) -----------------------------------------
+
+    def iter_pages(self, context: Context | None) -> Generator[requests.Response, None, None]:
+        """One walk of the endpoint for one tenant: a validated response per page.
+
+        The SDK's `request_records` loop (request counter and sync costs included), kept
+        page-aware so that the raw page can be handed from a worker thread to the main
+        thread (see walking.py).
+        """
+        tenant = self.tenant(context)
+        paginator = self.get_new_paginator()
+        send = self.request_decorator(self.send)  # called as (request, tenant)
+        with self.get_http_request_counter() as request_counter:
+            request_counter.with_context(context)
+            while not paginator.finished:
+                prepared = self._prepare_request(context=context, page=paginator)
+                response = send(prepared, tenant)
+                request_counter.increment()
+                self.update_sync_costs(prepared, response, context)
+                yield response
+                paginator.advance(response)
+
+    def send(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
+        """Send through the tenant's budgeted session and validate the answer."""
+        tenant.requests += 1
+        try:
+            response = tenant.session.send(
+                prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+            )
+        except requests.exceptions.SSLError as exc:
+            reason = str(exc).rsplit("SSLError(", 1)[-1].rstrip(")")
+            msg = (
+                f"{self.endpoint}: TLS verification failed for {host_of(prepared.url or '')} "
+                f"({reason}); not retried. Fix the certificate or proxy "
+                "('tls_verify: false' only for debugging)."
+            )
+            raise TLSError(self.run.redact(msg)) from exc
+        except (*TRANSPORT_ERRORS,) as exc:
+            # Retried like a 5xx; when retries run out, the error names the endpoint.
+            msg = f"{self.endpoint}: {type(exc).__name__}: {transport_cause(exc)}"
+            raise RetriableAPIError(self.run.redact(msg)) from exc
+        self._log_request_duration(response, tenant)
+        self.validate_response(response)
+        return response
+
+    def _log_request_duration(self, response: requests.Response, tenant: Tenant) -> None:
+        """The SDK's `http_request_duration` metric, which its own request loop would log."""
+        if not self._LOG_REQUEST_METRICS:
+            return
+        ok = response.status_code < HTTPStatus.BAD_REQUEST
+        point = metrics.Point(
+            "timer",
+            metric=metrics.Metric.HTTP_REQUEST_DURATION,
+            value=response.elapsed.total_seconds(),
+            tags={
+                metrics.Tag.STREAM: self.name,
+                metrics.Tag.ENDPOINT: self.path,
+                metrics.Tag.HTTP_STATUS_CODE: response.status_code,
+                metrics.Tag.STATUS: metrics.Status.SUCCEEDED if ok else metrics.Status.FAILED,
+                metrics.Tag.CONTEXT: {self.tenant_field: tenant.key},
+            },
+        )
+        metrics.log(self.metrics_logger, point)
+
+    # -- from walks to records (main thread) --------------------------------------------
+
+    def api_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """This tenant's API records, from its prefetched walk."""
+        self.start_walks()
+        provider = self.run.provider
+        for page in self.run.prefetcher.pages(self.name, self.tenant(context).key):
+            yield from provider.page(_DECODE.decode(page))[0]
+
+    def start_walks(self) -> None:
+        """Start, once per run, the walks of every tenant of this stream still in the run."""
+        if self._walks_started:
+            return
+        self._walks_started = True
+        walks = []
+        for context in self.partitions:
+            tenant = self.tenant(context)
+            if tenant.failure is None and self.needs_walk(tenant):
+                self.prepare_walk(context)
+                walks.append((tenant.key, self._raw_pages_of(context)))
+        self.run.prefetcher.start(self.name, walks)
+
+    def prepare_walk(self, context: dict[str, t.Any]) -> None:
+        """Read what a walk needs from the shared state, here in the main thread.
+
+        Walks run in worker threads, which must only read what is prepared for them.
+        """
+
+    def _raw_pages_of(self, context: dict[str, t.Any]) -> t.Callable[[], Iterator[bytes]]:
+        tenant = self.tenant(context)
+
+        def walk() -> Iterator[bytes]:
+            started = time.monotonic()
+            try:
+                for response in self.iter_pages(context):
+                    yield response.content
+            finally:
+                tenant.seconds += time.monotonic() - started
+
+        return walk
+
+    def needs_walk(self, tenant: Tenant) -> bool:
+        return True
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        tenant = self.tenant(context)
+        if tenant.failure is not None:
+            self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
+            return
+        state = self.get_context_state(context)
+        signpost = None
+        if self.replication_key:
+            # The SDK writes the signpost (bookmarks never pass the sync start) at stream
+            # level only; each tenant's partition needs its own.
+            signpost = self.get_replication_key_signpost(context)
+            self.state_manager.write_replication_key_signpost(signpost, context=context)
+            # Bookmarks of unsorted streams are promoted when the partition completes; the
+            # SDK would log that on every partition, the run says it once.
+            state.setdefault("progress_markers", {"Note": "Promoted when the walk completes."})
+            self.run.note_once(
+                "Bookmarks move only when a stream has been read in full for a tenant; an "
+                "interrupted run resumes from the previous bookmarks, minus the lookback."
+            )
+        count = 0
+        # Set by the SDK's connection test (`--test`): a few records, then stop quietly;
+        # a failure there is the test's answer, so it is not absorbed as a tenant's.
+        limit = self.ABORT_AT_RECORD_COUNT
+        absorbed = TENANT_ERRORS if limit is None else ()
+        try:
+            field, key = self.tenant_field, tenant.key
+            rows = self.tenant_rows(context)
+            for row in rows:
+                if limit is not None and self._dry_run_rows >= limit:
+                    rows.close()
+                    break
+                self._dry_run_rows += 1
+                row[field] = key
+                count += 1
+                yield row
+        except absorbed as exc:
+            # Keep the tenant's previous bookmark: this walk did not complete.
+            state.pop("progress_markers", None)
+            self.run.fail_tenant(tenant, self.name, exc)
+        else:
+            if signpost is not None and not count:
+                # A complete walk without rows: nothing changed up to the sync start. The
+                # bookmark moves there, so that this stream never holds a walk back.
+                state["progress_markers"].update(
+                    replication_key=self.replication_key, replication_key_value=signpost
+                )
+        finally:
+            tenant.records[self.name] += count
+
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
+        """This stream's rows for one tenant."""
+        for record in self.api_records(context):
+            yield from self.rows(record)
+
+
+class PairedStream(LmsStream):
+    """A stream that shares one walk of its endpoint with a partner stream.
+
+    An API may nest one stream's rows in another's records (progress in users, say).
+    When both streams of a pair are selected the endpoint is walked once: the stream
+    synced first (the SDK syncs in name order) writes its partner's rows to a temporary
+    spool file per tenant, which the partner then reads. Memory stays flat and each stream
+    keeps the SDK's own sync, state and SCHEMA handling.
+    """
+
+    partner: t.ClassVar[str]
+    #: The partner this stream's walks are feeding, if any.
+    walk_partner: PairedStream | None = None
+
+    def needs_walk(self, tenant: Tenant) -> bool:
+        return (self.name, tenant.key) not in self.run.spools
+
+    def start_walks(self) -> None:
+        if self._walks_started:
+            return
+        partner = self.run.streams.get(self.partner)
+        self.walk_partner = (
+            partner
+            if isinstance(partner, PairedStream)
+            and partner.selected
+            and partner.name not in self.run.walked
+            else None
+        )
+        self.run.walked.add(self.name)
+        if self.walk_partner is not None:
+            self.run.walked.add(self.walk_partner.name)
+        super().start_walks()
+
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
+        tenant = self.tenant(context)
+        spool = self.run.spools.pop((self.name, tenant.key), None)
+        if spool is not None:
+            yield from spool.read()
+            return
+        self.start_walks()  # decides walk_partner
+        records = self.api_records(context)
+        feed = self.walk_partner
+        if feed is None:
+            for record in records:
+                yield from self.rows(record)
+            return
+        spool = Spool()
+        try:
+            for record in records:
+                spool.write(feed.rows(record))
+                yield from self.rows(record)
+            self.run.spools[feed.name, tenant.key], spool = spool, None
+        finally:
+            if spool is not None:  # this walk failed (and so did its tenant)
+                spool.close()
+
+
+def transport_cause(exc: BaseException) -> str:
+    """The cause of a transport failure in a few words (`[Errno 111] Connection refused`)."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] [^'\"()]+", r"Read timed out", r"Connection aborted\.?"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and str(cause):
+        return transport_cause(cause)
+    return text[:200] or "no complete response"
+
+
+def _decode_or_none(response: requests.Response) -> t.Any:
+    try:
+        return _DECODE.decode(response.content) if response.content else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
