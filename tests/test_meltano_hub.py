@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import typing as t
 from collections import Counter
 from pathlib import Path
 
@@ -61,38 +62,82 @@ def about() -> dict:
     return dict(json.loads(done.stdout))
 
 
-def test_plugin_definition_is_up_to_date():
+def _is_secret(schema: t.Any) -> bool:
+    if isinstance(schema, dict):
+        return schema.get("secret") is True or any(_is_secret(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_is_secret(v) for v in schema)
+    return False
+
+
+def _meltano_kind(schema: dict) -> str:
+    """What Meltano should call a setting of this JSON Schema (stated here independently)."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    types = [x for x in types if x != "null"]
+    if "enum" in schema:
+        return "options"
+    if schema.get("format") == "date-time":
+        return "date_iso8601"
+    (json_type,) = types
+    return {
+        "string": "string",
+        "integer": "integer",
+        "number": "decimal",
+        "boolean": "boolean",
+        "array": "array",
+        "object": "object",
+    }[json_type]
+
+
+def test_plugin_definition_is_the_generators_output():
+    """The file is exactly what the generator writes from the current `--about`."""
     done = subprocess.run(
         [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_plugin_definition_settings_and_capabilities_match_about():
+    """Every setting and capability of `--about --format json`, and nothing else."""
     definition = yaml.safe_load(DEFINITION.read_text())
     info = about()
-    assert definition["name"] == "tap-lms-unified"
+    properties = info["settings"]["properties"]
+    assert definition["name"] == info["name"] == "tap-lms-unified"
     assert definition["namespace"] == "tap_lms_unified"
     assert definition["pip_url"] == "tap-lms-unified"
+    assert definition["executable"] == "tap-lms-unified"
     assert "meltano_sdk" in definition["keywords"]
-    assert sorted(definition["capabilities"]) == sorted(info["capabilities"])
+    assert definition["capabilities"] == sorted(info["capabilities"])
     assert {"catalog", "discover", "state", "about", "stream-maps"} <= set(
         definition["capabilities"]
     )
     settings = {s["name"]: s for s in definition["settings"]}
-    assert list(settings) == list(info["settings"]["properties"])
+    assert list(settings) == list(properties), "same settings, in the order of --about"
     for name, setting in settings.items():
+        schema = properties[name]
+        assert setting["label"] == schema.get("title", name), name
+        assert setting["kind"] == _meltano_kind(schema), name
         assert setting["kind"] in MELTANO_KINDS, name
-        assert setting["description"], name
+        assert setting["description"] == " ".join(schema["description"].split()), name
+        assert bool(setting.get("sensitive")) == _is_secret(schema), name
+        if setting["kind"] == "options":
+            assert [o["value"] for o in setting["options"]] == schema["enum"], name
         assert "value" not in setting, f"{name}: defaults stay the tap's own"
     assert {n for n, s in settings.items() if s.get("sensitive")} == {
         "api_key",
         "connector_token",
         "integrations",
     }
-    assert settings["provider"]["kind"] == "options"
     assert [o["value"] for o in settings["provider"]["options"]] == ["kombo", "bindbee"]
     assert settings["start_date"]["kind"] == "date_iso8601"
     assert settings["request_timeout"]["kind"] == "decimal"
     assert definition["select"] == ["*.*"]
-    assert ["provider", "api_key", "integration_id"] in definition["settings_group_validation"]
+    groups = definition["settings_group_validation"]
+    assert ["provider", "api_key", "integration_id"] in groups
+    for group in groups:
+        assert set(group) <= set(properties), group
+    required = set(info["settings"].get("required", []))
+    assert all(required <= set(group) for group in groups)
 
 
 @pytest.mark.meltano
