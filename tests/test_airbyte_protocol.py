@@ -21,12 +21,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from airbyte_protocol.models import AirbyteMessage
 
 from tap_lms_unified.airbyte.cli import main
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
 from tap_lms_unified.shaping import utc_iso
-from tests.airbyte_utils import expected_kombo_counts
+from tests.airbyte_utils import FIELD_OF_TYPE, VALIDATED, expected_kombo_counts, parse
 from tests.conftest import (
     BINDBEE_STREAMS,
     BINDBEE_TOKEN,
@@ -37,51 +36,20 @@ from tests.conftest import (
 )
 
 OTHER_KOMBO_TENANT = "sandbox:globex"
-FIELD_OF_TYPE = {
-    "RECORD": "record",
-    "STATE": "state",
-    "LOG": "log",
-    "SPEC": "spec",
-    "CONNECTION_STATUS": "connectionStatus",
-    "CATALOG": "catalog",
-    "TRACE": "trace",
-}
-VALIDATED: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_validated(request):
+    before = Counter(VALIDATED)
     yield
-    total = sum(VALIDATED.values())
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(VALIDATED.items()))
+    validated = VALIDATED - before  # this module's
+    total = sum(validated.values())
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(validated.items()))
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():
             reporter.write_line(f"\nAirbyte protocol: {total} messages validated ({detail})")
-
-
-def validate(message: dict) -> None:
-    """Valid for the protocol's models, with the field of its type, and then some."""
-    model = AirbyteMessage.parse_obj(message)
-    kind = message["type"]
-    field = FIELD_OF_TYPE[kind]
-    assert isinstance(message.get(field), dict), f"{kind} without {field}"
-    assert set(message) == {"type", field}, message.keys()
-    if kind == "RECORD":
-        assert isinstance(message["record"]["emitted_at"], int)
-        assert isinstance(message["record"]["data"], dict)
-    elif kind == "STATE":
-        assert model.state is not None
-        assert message["state"]["type"] == "STREAM"
-        assert message["state"]["stream"]["stream_descriptor"]["name"]
-        assert isinstance(message["state"]["stream"]["stream_state"], dict)
-    elif kind == "TRACE":
-        trace = message["trace"]
-        assert isinstance(trace["emitted_at"], int)
-        sub = {"ERROR": "error", "STREAM_STATUS": "stream_status"}[trace["type"]]
-        assert isinstance(trace.get(sub), dict)
-    VALIDATED[kind] += 1
 
 
 @dataclass
@@ -131,16 +99,6 @@ class SourceRun:
     @property
     def text(self) -> str:
         return "\n".join(json.dumps(m) for m in self.messages)
-
-
-def parse(stdout: bytes) -> list[dict]:
-    messages = []
-    for line in stdout.split(b"\n"):
-        if line.strip():
-            message = json.loads(line)
-            validate(message)
-            messages.append(message)
-    return messages
 
 
 def source(
