@@ -523,6 +523,17 @@ def test_read_with_a_bad_config_is_a_config_error_before_any_request(tmp_path, s
     assert [m["type"] for m in run.messages if m["type"] != "LOG"] == ["TRACE"]
 
 
+def test_read_with_a_malformed_state_is_a_config_error_before_any_request(tmp_path, sandbox):
+    catalog = configured(kombo_catalog(tmp_path, sandbox), ["skills"])
+    state = {"bookmarks": {"skills": {"partitions": "not a list"}}}
+    run = source(tmp_path, "read", kombo_config(sandbox), catalog=catalog, state=state)
+    assert run.exit_code == 1
+    (error,) = run.errors
+    assert error["failure_type"] == "config_error"
+    assert "partitions must be a list" in error["message"]
+    assert not sandbox.requests
+
+
 def test_read_a_stream_the_provider_has_not_is_a_config_error(tmp_path, sandbox):
     bindbee_catalog = source(tmp_path, "discover", bindbee_config(sandbox)).catalog
     catalog = configured(bindbee_catalog, ["enrollments"])
