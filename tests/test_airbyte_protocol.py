@@ -180,7 +180,13 @@ def kombo_catalog(tmp_path, sandbox) -> dict:
 # ---------------------------------------------------------------- spec
 
 
-def test_spec_is_the_tap_settings_with_airbyte_secrets(tmp_path, sandbox):
+@pytest.mark.parametrize("after_a_tap", [False, True], ids=["fresh", "after-a-tap"])
+def test_spec_is_the_tap_settings_with_airbyte_secrets(tmp_path, sandbox, after_a_tap):
+    if after_a_tap:  # the SDK then has merged its built-in settings into the class schema
+        from tap_lms_unified.tap import TapLmsUnified
+
+        TapLmsUnified(config=kombo_config(sandbox))
+        assert "stream_maps" in TapLmsUnified.config_jsonschema["properties"]
     run = source(tmp_path, "spec")
     assert run.exit_code == 0
     assert [m["type"] for m in run.messages] == ["SPEC"]
@@ -197,6 +203,7 @@ def test_spec_is_the_tap_settings_with_airbyte_secrets(tmp_path, sandbox):
     secrets = {name for name, p in properties.items() if p.get("airbyte_secret")}
     assert secrets == {"api_key", "connector_token"}
     assert "emit_activate_version_messages" not in properties
+    assert not {"stream_maps", "flattening_enabled", "batch_config"} & set(properties)
     # what PyAirbyte does before running anything: the config is valid for the spec
     for config in (two_kombo_tenants(sandbox), bindbee_config(sandbox)):
         jsonschema.validate(config, schema)

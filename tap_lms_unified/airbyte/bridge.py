@@ -7,7 +7,8 @@ has to re-wire what is here:
 - ``TapLmsUnified(config=..., state=..., catalog=..., message_writer=...)``: the tap, built
   with the SDK's public constructor (settings are checked there: `ConfigValidationError`;
   the state's shape too: `StateError`).
-- ``TapLmsUnified.config_jsonschema`` (class attribute; `"secret": true` marks secrets).
+- ``TapLmsUnified.config_jsonschema`` (class attribute; `"secret": true` marks secrets)
+  and the SDK's ``append_builtin_config`` (what the SDK adds to it).
 - ``tap.streams`` with the SDK's ``name``, ``schema``, ``primary_keys``,
   ``replication_key`` of each stream; ``tap.catalog_dict`` (Singer catalog).
 - ``tap.sync_all()``: syncs, flushes, then raises when a tenant failed (``Run.finish``).
@@ -21,6 +22,7 @@ has to re-wire what is here:
 
 from __future__ import annotations
 
+import copy
 import typing as t
 from dataclasses import dataclass
 
@@ -61,8 +63,20 @@ __all__ = [
 
 
 def config_schema() -> dict[str, t.Any]:
-    """The tap's own settings as JSON Schema (without the SDK's built-in settings)."""
-    return t.cast("dict[str, t.Any]", TapLmsUnified.config_jsonschema)
+    """The tap's own settings as JSON Schema, without the SDK's built-in settings.
+
+    The SDK merges its built-ins (stream maps, flattening, batch) into the class attribute
+    `config_jsonschema` once any tap of the process has checked a config; they are taken
+    out again here, whatever ran before.
+    """
+    builtin: dict[str, t.Any] = {"properties": {}}
+    TapLmsUnified.append_builtin_config(builtin)
+    schema = copy.deepcopy(t.cast("dict[str, t.Any]", TapLmsUnified.config_jsonschema))
+    properties = schema.get("properties", {})
+    for name, prop in builtin["properties"].items():
+        if properties.get(name) == prop:
+            del properties[name]
+    return schema
 
 
 def provider_labels() -> list[str]:
