@@ -9,18 +9,20 @@ one walk of an endpoint.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import typing as t
+from datetime import UTC, datetime
 from functools import cached_property
 from http import HTTPStatus
 
+import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream, metrics
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.contrib.msgspec import encoder as singer_encoder
 from singer_sdk.exceptions import RetriableAPIError
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
@@ -41,7 +43,7 @@ from tap_lms_unified.shaping import Shaper
 from tap_lms_unified.walking import Spool
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable, Iterator
 
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
@@ -92,9 +94,11 @@ class LmsStream(RESTStream[str | None]):
     def __init__(self, tap: Tap, run: Run) -> None:
         super().__init__(tap=tap)
         self.run = run
+        self.owner = tap  # the SDK's own reference is private
         self.tenant_field = run.provider.tenant_field
         #: The greatest bookmark value handed to the SDK in the current partition.
         self._high: str | None = None
+        self._dry_run_rows = 0
 
     # -- rows: overridden by streams whose rows are not the API records -----------------
 
@@ -217,6 +221,20 @@ class LmsStream(RESTStream[str | None]):
 
     # -- retries: wait as the provider says, capped, a bounded number of times ------------
 
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        # The SDK's decorator, without backoff's own log lines: `backoff_handler` logs
+        # each retry, and the tenant's failure is reported once, where it is handled.
+        retried = (RetriableAPIError, *TRANSPORT_ERRORS)
+        decorate = backoff.on_exception(
+            self.backoff_wait_generator,
+            retried,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )
+        return decorate(func)
+
     def backoff_max_tries(self) -> int:
         return int(self.config["max_retries"]) + 1
 
@@ -257,7 +275,7 @@ class LmsStream(RESTStream[str | None]):
 
     # -- one tenant's walk (in a worker thread) -----------------------------------------
 
-    def iter_pages(self, context: Context | None) -> Iterator[requests.Response]:
+    def iter_pages(self, context: Context | None) -> Generator[requests.Response, None, None]:
         """One walk of the endpoint for one tenant: a validated response per page.
 
         The SDK's `request_records` loop (request counter and sync costs included), kept
@@ -266,14 +284,14 @@ class LmsStream(RESTStream[str | None]):
         """
         tenant = self.tenant(context)
         paginator = self.get_new_paginator()
-        send = self.request_decorator(self.send)  # type: ignore[arg-type]  # (request, tenant)
+        send = self.request_decorator(self.send)  # called as (request, tenant)
         with self.get_http_request_counter() as request_counter:
             request_counter.with_context(context)
             while not paginator.finished:
                 size = self.run.page_size
                 prepared = self._prepare_request(context=context, page=paginator)
                 try:
-                    response = send(prepared, tenant)  # type: ignore[arg-type]
+                    response = send(prepared, tenant)
                 except PageSizeRejectedError:
                     if self.run.step_down_page_size(size):
                         continue  # the same page again, smaller
@@ -300,7 +318,7 @@ class LmsStream(RESTStream[str | None]):
             raise TLSError(self.run.redact(msg)) from exc
         except (*TRANSPORT_ERRORS,) as exc:
             # Retried like a 5xx; when retries run out, the error names the endpoint.
-            msg = f"{self.endpoint}: {type(exc).__name__} (no complete response)"
+            msg = f"{self.endpoint}: {type(exc).__name__}: {transport_cause(exc)}"
             raise RetriableAPIError(self.run.redact(msg)) from exc
         self._log_request_duration(response, tenant)
         self.validate_response(response)
@@ -335,16 +353,18 @@ class LmsStream(RESTStream[str | None]):
         if not prefetcher.has(self.name, tenant.key):  # not planned: walk it now
             self.prepare_walk(dict(context or {}))
             prefetcher.start([(self.name, tenant.key, self._raw_pages_of(dict(context or {})))])
-        provider = self.run.provider
         for page in prefetcher.pages(self.name, tenant.key):
-            try:
-                records = provider.page(_DECODE.decode(page))[0]
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                # Its envelope was checked in the walk; a record the checks skip over
-                # (invalid UTF-8, a number out of range) ends the tenant here.
-                msg = f"{self.endpoint} returned a page whose records are not valid JSON: {exc}"
-                raise LmsAPIError(self.run.redact(msg)) from exc
-            yield from records
+            yield from self.records_of(page)
+
+    def records_of(self, page: bytes) -> list[t.Any]:
+        """The records of a raw page whose envelope was checked (in its walk)."""
+        try:
+            return self.run.provider.page(_DECODE.decode(page))[0]
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # A record the envelope check skips over (invalid UTF-8, a number out of
+            # range) ends the tenant here.
+            msg = f"{self.endpoint} returned a page whose records are not valid JSON: {exc}"
+            raise LmsAPIError(self.run.redact(msg)) from exc
 
     def start_walks(self) -> None:
         """Start, once per run, the walks of every selected stream for every tenant.
@@ -357,9 +377,13 @@ class LmsStream(RESTStream[str | None]):
         if run.walks_started:
             return
         run.walks_started = True
+        if self.ABORT_AT_RECORD_COUNT is not None:
+            # The SDK's connection test reads a record or so per stream: no prefetching,
+            # each stream walks its own endpoint when it is read (api_records).
+            return
         fed: set[str] = set()  # streams fed by a partner's walk
         walks = []
-        for stream in self._tap.streams.values():  # the SDK's sync order
+        for stream in self.owner.streams.values():  # the SDK's sync order
             if not isinstance(stream, LmsStream) or not stream.selected or stream.name in fed:
                 continue
             fed.update(stream.plan_partner(fed))
@@ -404,7 +428,7 @@ class LmsStream(RESTStream[str | None]):
         no stream map or flattening, all three leave the record unchanged. Otherwise
         (None) every record takes the SDK's own path.
         """
-        writer = self._tap.message_writer
+        writer = self.owner.message_writer
         maps = self.stream_maps
         if (
             isinstance(writer, SingerWriter)
@@ -426,7 +450,7 @@ class LmsStream(RESTStream[str | None]):
         message: dict[str, t.Any] = {"type": "RECORD", "stream": alias, "record": record}
         if self._stream_version is not None:
             message["version"] = self._stream_version
-        message["time_extracted"] = utc_now()
+        message["time_extracted"] = datetime.now(UTC)  # what the SDK stamps
         # The SDK's own encoder, so the line is byte for byte what its writer would write.
         writer.write_record_line(singer_encoder.encode(message) + b"\n")
         self.state_manager.is_flushed = False
@@ -463,26 +487,51 @@ class LmsStream(RESTStream[str | None]):
         if tenant.failure is not None:
             self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
             return
+        state = self.get_context_state(context)
+        signpost = None
         if self.replication_key:
             # The SDK writes the signpost (bookmarks never pass the sync start) at stream
             # level only; each tenant's partition needs its own.
             signpost = self.get_replication_key_signpost(context)
             self.state_manager.write_replication_key_signpost(signpost, context=context)
+            # Bookmarks of unsorted streams are promoted when the partition completes; the
+            # SDK would log that on every partition, the run says it once.
+            state.setdefault("progress_markers", {"Note": "Promoted when the walk completes."})
+            self.run.note_once(
+                "Bookmarks move only when a stream has been read in full for a tenant; an "
+                "interrupted run resumes from the previous bookmarks, minus the lookback."
+            )
         count = 0
+        # Set by the SDK's connection test (`--test`): a few records, then stop quietly;
+        # a failure there is the test's answer, so it is not absorbed as a tenant's.
+        limit = self.ABORT_AT_RECORD_COUNT
+        absorbed = TENANT_ERRORS if limit is None else ()
         try:
             field, key = self.tenant_field, tenant.key
-            for row in self.tenant_rows(context):
+            rows = self.tenant_rows(context)
+            for row in rows:
+                if limit is not None and self._dry_run_rows >= limit:
+                    rows.close()
+                    break
+                self._dry_run_rows += 1
                 row[field] = key
                 count += 1
                 yield row
-        except TENANT_ERRORS as exc:
+        except absorbed as exc:
             # Keep the tenant's previous bookmark: this walk did not complete.
-            self.get_context_state(context).pop("progress_markers", None)
+            state.pop("progress_markers", None)
             self.run.fail_tenant(tenant, self.name, exc)
+        else:
+            if signpost is not None and not count:
+                # A complete walk without rows: nothing changed up to the sync start. The
+                # bookmark moves there, so that this stream never holds a walk back.
+                state["progress_markers"].update(
+                    replication_key=self.replication_key, replication_key_value=signpost
+                )
         finally:
             tenant.records[self.name] += count
 
-    def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         """This stream's rows for one tenant."""
         for record in self.api_records(context):
             yield from self.rows(record)
@@ -491,11 +540,11 @@ class LmsStream(RESTStream[str | None]):
 class PairedStream(LmsStream):
     """A stream that shares one walk of its endpoint with a partner stream.
 
-    Kombo nests progress in users and revisions in courses. When both streams of a pair
-    are selected the endpoint is walked once: the stream synced first (the SDK syncs in
-    name order) writes its partner's rows to a temporary spool file per tenant, which the
-    partner then reads. Memory stays flat and each stream keeps the SDK's own sync, state
-    and SCHEMA handling.
+    An API may nest one stream's rows in another's records (progress in users, say).
+    When both streams of a pair are selected the endpoint is walked once: the stream
+    synced first (the SDK syncs in name order) writes its partner's rows to a temporary
+    spool file per tenant, which the partner then reads. Memory stays flat and each stream
+    keeps the SDK's own sync, state and SCHEMA handling.
     """
 
     partner: t.ClassVar[str]
@@ -512,7 +561,7 @@ class PairedStream(LmsStream):
         )
         return {self.walk_partner.name} if self.walk_partner is not None else set()
 
-    def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         tenant = self.tenant(context)
         spool = self.run.spools.pop((self.name, tenant.key), None)
         if spool is not None:
@@ -534,6 +583,19 @@ class PairedStream(LmsStream):
         finally:
             if spool is not None:  # this walk failed (and so did its tenant)
                 spool.close()
+
+
+def transport_cause(exc: BaseException) -> str:
+    """The cause of a transport failure in a few words (`[Errno 111] Connection refused`)."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] [^'\"()]+", r"Read timed out", r"Connection aborted\.?"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and str(cause):
+        return transport_cause(cause)
+    return text[:200] or "no complete response"
 
 
 def _decode_or_none(response: requests.Response) -> t.Any:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ def bindbee_walk(sb: Sandbox, model: str, **params: Any) -> tuple[list[dict[str,
 
 
 def now_kombo() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # --- auth and validation --------------------------------------------------------------
@@ -222,6 +222,15 @@ def test_page_size_bounds(sb: Sandbox) -> None:
     detail = resp.json()["detail"]
     assert isinstance(detail, list)
     assert detail[0]["loc"] == ["query", "page_size"]
+
+    sb.set_option(bindbee_max_page_size=100)  # what older docs said
+    resp = bindbee(sb, "users", page_size=101)
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["ctx"] == {"le": 100}
+    assert bindbee(sb, "users", page_size=100).status_code == 200
+    with pytest.raises(ValueError, match=">= 1"):
+        sb.set_option(bindbee_max_page_size=0)
+    sb.set_option(bindbee_max_page_size=200)
 
 
 def test_kombo_updated_after_format(sb: Sandbox) -> None:
@@ -519,7 +528,13 @@ def test_console_script(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "tap_lms_unified.sandbox", "--port", "0", "--ready-file"]
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     with subprocess.Popen(
-        [*cmd, str(ready), "--kombo-users", "5", "--kombo-shape", "current"],
+        [
+            *cmd,
+            str(ready),
+            *("--kombo-users", "5", "--kombo-shape", "current"),
+            *("--kombo-budget-per-minute", "50", "--kombo-budget-window-s", "0.5"),
+            *("--bindbee-budget-window-s", "0.5"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -532,6 +547,8 @@ def test_console_script(tmp_path: Path) -> None:
             assert requests.get(f"{url}/_sandbox/health").json() == {"ok": True}
             resp = requests.get(f"{url}/kombo/v1/lms/users", headers=KOMBO_HEADERS)
             assert len(resp.json()["data"]["results"]) <= 5
+            options = requests.get(f"{url}/_sandbox/options").json()["options"]
+            assert options["kombo_budget_window_s"] == options["bindbee_budget_window_s"] == 0.5
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
         finally:

@@ -49,7 +49,8 @@ class BindbeeStream(LmsStream):
     primary_keys = ("id",)
     replication_key = None
     datetime_fields: t.ClassVar[tuple[str, ...]] = ("modified_at",)
-    #: Relations sent as ids, or as objects when expanded: always emitted as ids.
+    #: Relations sent as ids, or as objects when expanded: always emitted as ids. The one
+    #: list of them: the schemas are generated from it (to-many where the spec has an array).
     relations: t.ClassVar[tuple[str, ...]] = ()
 
     @property
@@ -93,7 +94,7 @@ class BindbeeStream(LmsStream):
     ) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {
             "page_size": self.run.page_size,
-            "include_raw_data": "true" if self.config.get("include_raw_data") else "false",
+            "include_raw_data": "true" if self.config["include_raw_data"] else "false",
             "include_custom_fields": ("true" if self.config["include_custom_fields"] else "false"),
         }
         if next_page_token:
@@ -255,7 +256,8 @@ class Bindbee(Provider):
                 "x-connector-token), or list tenants in 'integrations'"
             )
         if config["max_requests_per_minute"] <= 0:
-            errors.append("'max_requests_per_minute' must be greater than 0")
+            value = config["max_requests_per_minute"]
+            errors.append(f"'max_requests_per_minute' must be greater than 0, got {value!r}")
         return errors
 
     def requests_per_minute(self, config: Mapping[str, t.Any]) -> int | None:

@@ -17,7 +17,7 @@ rate limits in `ratelimit-remaining`/`ratelimit-reset` (seconds from now).
 from __future__ import annotations
 
 import typing as t
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from http import HTTPStatus
 from importlib.resources import files
@@ -28,6 +28,7 @@ from singer_sdk import typing as th
 
 from tap_lms_unified.provider import Provider, TenantSpec, envelope_cursor
 from tap_lms_unified.shaping import parse_utc, utc_iso
+from tap_lms_unified.state import bookmark_of, partition_of
 from tap_lms_unified.streams import LmsStream, PairedStream
 
 if t.TYPE_CHECKING:
@@ -54,29 +55,8 @@ COMMON_DATETIMES = ("changed_at", "remote_created_at", "remote_deleted_at")
 
 def format_updated_after(moment: datetime) -> str:
     """Kombo's filter format: `2024-01-01T00:00:00.000Z` (it rejects `+00:00`)."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def start_of(stream: LmsStream, context: Context | None, lookback: timedelta) -> datetime | None:
-    """Where an incremental walk starts: the bookmark minus the lookback, or start_date.
-
-    Read from state directly (not the SDK's starting marker) because a walk also has to
-    know its partner's start before the partner's own sync has begun.
-    """
-    state = stream.get_context_state(context)
-    bookmark = None
-    if state.get("replication_key") == stream.replication_key:
-        bookmark = state.get("replication_key_value")
-    candidates = []
-    if bookmark:
-        parsed = utc_iso(bookmark)
-        if parsed:
-            candidates.append(parse_utc(parsed) - lookback)
-    start_date = stream.config.get("start_date")
-    if start_date:
-        candidates.append(parse_utc(utc_iso(start_date) or start_date))
-    return max(candidates) if candidates else None
 
 
 class KomboStream(LmsStream):
@@ -94,9 +74,44 @@ class KomboStream(LmsStream):
         return utc_iso(signpost.isoformat()) if isinstance(signpost, datetime) else signpost
 
     def own_start(self, context: Context | None) -> datetime | None:
-        """This tenant's bookmark minus the lookback window, or start_date."""
-        lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
-        return start_of(self, context, lookback)
+        """Where this tenant's walk starts: the bookmark minus the lookback, or start_date.
+
+        Read from state directly (not the SDK's starting marker) because a walk also has
+        to know its partner's start before the partner's own sync has begun. A bookmark
+        that is no timestamp, or lies in the future, is ignored with a warning: the
+        stream is then read in full once (or from start_date), so nothing is lost.
+        """
+        candidates = []
+        bookmark = self.bookmark(context)
+        if bookmark is not None:
+            lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
+            candidates.append(bookmark - lookback)
+        if self.config.get("start_date"):
+            candidates.append(parse_utc(utc_iso(self.config["start_date"]) or ""))
+        return max(candidates) if candidates else None
+
+    def bookmark(self, context: Context | None) -> datetime | None:
+        """This tenant's usable bookmark, if any."""
+        state = partition_of(self.tap_state, self.name, context)  # read only: see partition_of
+        value = bookmark_of(state, str(self.replication_key))
+        if value is None:
+            return None
+        tenant = self.tenant(context).key
+        parsed = utc_iso(value) if isinstance(value, str) else None
+        if parsed is None:
+            self.run.warn_once(
+                f"Stream {self.name}, tenant {tenant}: the bookmark {str(value)[:40]!r} is "
+                "not a timestamp; ignored, so the stream is read in full once."
+            )
+            return None
+        moment = parse_utc(parsed)
+        if moment > datetime.now(UTC):
+            self.run.warn_once(
+                f"Stream {self.name}, tenant {tenant}: the bookmark {parsed} lies in the "
+                "future; ignored, so the stream is read in full once."
+            )
+            return None
+        return moment
 
     def walk_start(self, context: Context | None) -> datetime | None:
         """`updated_after` of this tenant's walk."""
@@ -118,8 +133,8 @@ class KomboStream(LmsStream):
         return params
 
     def prepare_walk(self, context: dict[str, t.Any]) -> None:
-        # Bookmarks are read (and state partitions created, in tenant order) before the
-        # walks start: worker threads never touch the tap's state.
+        # Bookmarks are read before the walks start: worker threads never touch the
+        # tap's state.
         self.walk_starts[context[self.tenant_field]] = self.walk_start(context)
 
     @cached_property
@@ -304,8 +319,9 @@ class Kombo(Provider):
                 "'integration_id' is required when provider is 'kombo' (sent as "
                 "X-Integration-Id), or list tenants in 'integrations'"
             )
-        if (config.get("lookback_window_minutes") or 0) < 0:
-            errors.append("'lookback_window_minutes' must not be negative")
+        lookback = config["lookback_window_minutes"]
+        if lookback is not None and lookback < 0:
+            errors.append(f"'lookback_window_minutes' must not be negative, got {lookback!r}")
         if config.get("start_date"):
             try:
                 parse_utc(str(config["start_date"]))
