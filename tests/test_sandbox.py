@@ -386,6 +386,30 @@ def test_fault_status_uses_provider_error_shapes(sb: Sandbox) -> None:
     assert (resp.status_code, resp.text, resp.headers["X-Why"]) == (500, "oops", "test")
 
 
+def test_repeat_pages_come_from_the_page_cache_until_the_data_changes(sb: Sandbox) -> None:
+    first = kombo(sb, "users", page_size=5)
+    assert kombo(sb, "users", page_size=5).content == first.content
+    user = first.json()["data"]["results"][0]
+    sb.set_fields("kombo", ACME, "users", [user["id"]], {"first_name": "Changed"})
+    changed = kombo(sb, "users", page_size=5)
+    assert changed.json()["data"]["results"][0]["first_name"] == "Changed"
+    sb.set_option(kombo_legacy_users=False)  # an option that shapes records
+    assert "progress" not in kombo(sb, "users", page_size=5).json()["data"]["results"][0]
+    # A nested record's change shows in the records that nest it (progress nests users).
+    rows = kombo(sb, "course-progressions", page_size=5).json()["data"]["results"]
+    mentioned = next(r["user"]["id"] for r in rows if r.get("user"))
+    sb.set_fields("kombo", ACME, "users", [mentioned], {"first_name": "Nested"})
+    again = kombo(sb, "course-progressions", page_size=5).json()["data"]["results"]
+    assert any(r.get("user", {}).get("first_name") == "Nested" for r in again)
+
+
+def test_latency_includes_the_time_to_render(sb: Sandbox) -> None:
+    sb.set_option(latency_ms=150)
+    started = time.monotonic()
+    assert kombo(sb, "users", page_size=250).status_code == 200
+    assert 0.15 <= time.monotonic() - started < 0.6  # not latency + render time on top
+
+
 def test_fault_delay(sb: Sandbox) -> None:
     sb.inject(Fault(kind="delay", seconds=1.0))
     with pytest.raises(requests.exceptions.ReadTimeout):

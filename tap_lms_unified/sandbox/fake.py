@@ -18,7 +18,7 @@ import dataclasses
 import threading
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -36,6 +36,44 @@ class FakeOptions:
     def public(self) -> dict[str, Any]:
         """The options as shown by ``/_sandbox/options`` (override to hide secrets)."""
         return dataclasses.asdict(self)
+
+
+class PageCache:
+    """Rendered page bodies by a key naming everything a body depends on.
+
+    A fake keys a page by tenant, model, filters, cursor, page size, the options that
+    shape records, and the tenant's data version: a repeat request is answered without
+    rendering it again. A real API answers each page within its latency however many
+    clients ask; the sandbox renders in one Python process, so without this, concurrent
+    walks would measure the sandbox's rendering, not the client. Bounded in bytes; the
+    oldest pages go first.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._pages: dict[Hashable, bytes] = {}
+        self._bytes = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            return self._pages.get(key)
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        if len(body) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._pages.pop(key, None)
+            self._bytes -= len(old) if old is not None else 0
+            while self._pages and self._bytes + len(body) > self.max_bytes:
+                self._bytes -= len(self._pages.pop(next(iter(self._pages))))
+            self._pages[key] = body
+            self._bytes += len(body)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+            self._bytes = 0
 
 
 class Named(Protocol):

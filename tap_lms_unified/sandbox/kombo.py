@@ -55,12 +55,13 @@ from tap_lms_unified.sandbox.common import (
 from tap_lms_unified.sandbox.fake import (
     SANDBOX_API_KEY,
     FakeOptions,
+    PageCache,
     ProviderFake,
     Record,
     served_models,
 )
 from tap_lms_unified.sandbox.limiter import FixedWindowLimiter, RateState
-from tap_lms_unified.sandbox.wire import ApiRequest, Response, json_response
+from tap_lms_unified.sandbox.wire import ApiRequest, Response, encode_json, json_response
 
 DEFAULT_TENANTS: tuple[str, ...] = ("sandbox:acme", "sandbox:globex")
 
@@ -846,6 +847,7 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
     def __init__(self, seed: int, sizes: KomboSizes, options: KomboOptions) -> None:
         super().__init__(seed, sizes, options)
         self.limiter = FixedWindowLimiter(options.budget_per_minute, options.budget_window_s)
+        self.pages = PageCache()  # rendered pages (see PageCache)
 
     def new_tenant(self, name: str) -> KomboTenant:
         s = self.sizes
@@ -934,12 +936,13 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
             body = self._list(tenant, model_name, req.params, fault_kind)
         except InputInvalid as exc:
             return kombo_error(400, "PLATFORM.INPUT_INVALID", str(exc), headers)
-        return json_response(200, body, headers)
+        return Response(200, body, headers)
 
     def _list(
-        self, tenant: str, model_name: str, params: dict[str, str], fault_kind: str | None
-    ) -> dict[str, Any]:
-        model = self.tenant(tenant).model(model_name)
+        self, tenant_name: str, model_name: str, params: dict[str, str], fault_kind: str | None
+    ) -> bytes:
+        tenant = self.tenant(tenant_name)
+        model = tenant.model(model_name)
         page_size = _page_size(params.get("page_size"))
         include_deleted = params.get("include_deleted", "false")
         if include_deleted not in ("true", "false"):
@@ -951,18 +954,36 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
             _csv(params.get("ids")),
             _csv(params.get("remote_ids")),
         )
-        fingerprint = _fingerprint(tenant, model_name, key)
+        fingerprint = _fingerprint(tenant_name, model_name, key)
         sent = params.get("cursor")
         after = -1 if sent is None else _decode_cursor(sent, fingerprint)
-        selection = model.select(key)
         if fault_kind == "empty_page":
-            return _envelope(sent or _encode_cursor(after, fingerprint), [])
+            return encode_json(_envelope(sent or _encode_cursor(after, fingerprint), []))
+        # Everything the page depends on; versions only grow, so their sum changes on
+        # every mutation of any model (users nest progress, progress nests courses).
+        cache_key = (
+            tenant_name,
+            model_name,
+            key,
+            after,
+            page_size,
+            tenant.legacy_users,
+            tenant.course_revisions,
+            sum(m.version for m in tenant.models.values()),
+        )
+        cached = self.pages.get(cache_key) if fault_kind is None else None
+        if cached is not None:
+            return cached
+        selection = model.select(key)
         chunk, more = model.page(selection, after, page_size)
         results = [model.render(i) for i in chunk]
         nxt = _encode_cursor(chunk[-1], fingerprint) if more and chunk else None
         if fault_kind == "repeat_cursor":
             nxt = sent or _encode_cursor(after, fingerprint)
-        return _envelope(nxt, results)
+        body = encode_json(_envelope(nxt, results))
+        if fault_kind is None:
+            self.pages.put(cache_key, body)
+        return body
 
     def _rate_headers(self, rate: RateState) -> dict[str, str]:
         if rate.limit is None and rate.remaining is None:

@@ -218,11 +218,11 @@ class Sandbox:
 
     def _api(self, fake: ProviderFake[Any, Any, Any], req: ApiRequest) -> Response:
         tenant, identities = fake.identify(req.headers)
-        self._sleep(self.options.latency_ms / 1000)
         fault = self.faults.take(req.provider, req.path, identities)
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "delay":
             self._sleep(fault.seconds)
+        started = time.monotonic()
         if fault is not None and fault.kind in SHORT_CIRCUIT:
             resp = _fault_response(fake, fault)
         else:
@@ -232,6 +232,9 @@ class Sandbox:
                     resp.body = resp.body[: len(resp.body) // 2]
                 elif fault.kind == "reset":
                     resp.cut_at = len(resp.body) // 2
+        # The API's latency: an answer takes `latency_ms` from its request, or as long as
+        # the sandbox took to render it if that was longer (rendering is part of it).
+        self._sleep(self.options.latency_ms / 1000 - (time.monotonic() - started))
         entry = RequestLog(
             req.provider, tenant, req.path, req.params, resp.status, kind, time.time()
         )
