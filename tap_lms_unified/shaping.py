@@ -68,24 +68,24 @@ class Shaper:
     ) -> None:
         self.stream = stream
         self.fields = tuple(fields)
-        self.datetime_fields = tuple(datetime_fields)
-        self._known_extra = frozenset(expected_extra)
-        self._warned: frozenset[str] = frozenset()
+        self.datetime_fields = tuple(f for f in datetime_fields if f in self.fields)
+        #: Keys a record may have without a warning: the schema's, the expected extras,
+        #: and unknown keys already warned about (once is enough).
+        self._allowed = frozenset(self.fields) | frozenset(expected_extra)
         self._warn = warn
 
     def __call__(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         shaped = {name: record.get(name) for name in self.fields}
-        if len(shaped) != len(record) or record.keys() != shaped.keys():
-            unknown = record.keys() - shaped.keys() - self._known_extra - self._warned
-            if unknown:
-                self._warned |= unknown
-                self._warn(
-                    "Stream %s: the API sent fields the schema does not have, dropped: %s",
-                    self.stream,
-                    ", ".join(sorted(unknown)),
-                )
+        if not record.keys() <= self._allowed:  # a subset test, no set built per record
+            unknown = record.keys() - self._allowed
+            self._allowed |= unknown
+            self._warn(
+                "Stream %s: the API sent fields the schema does not have, dropped: %s",
+                self.stream,
+                ", ".join(sorted(unknown)),
+            )
         for name in self.datetime_fields:
-            value = shaped.get(name)
+            value = shaped[name]
             if value is not None:
                 shaped[name] = utc_iso(value)
                 if shaped[name] is None:

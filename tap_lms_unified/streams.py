@@ -109,10 +109,14 @@ class LmsStream(RESTStream[str | None]):
     @cached_property
     def shape(self) -> Shaper:
         """Puts one record in this stream's schema shape."""
+        return self.shaper(self.datetime_fields)
+
+    def shaper(self, datetime_fields: Iterable[str]) -> Shaper:
+        """A shaper of this stream's records converting `datetime_fields`."""
         return Shaper(
             self.name,
             self.schema["properties"],
-            self.datetime_fields,
+            datetime_fields,
             expected_extra=self.split_off,
             warn=lambda msg, *args: self.log(msg, *args, level=logging.WARNING),
         )

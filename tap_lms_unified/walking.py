@@ -268,14 +268,16 @@ class Spool:
         self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-", buffering=1 << 20)  # noqa: SIM115
 
     def write(self, rows: Iterable[dict[str, t.Any]]) -> None:
-        for row in rows:
-            self._file.write(_ENCODE.encode(row) + b"\n")
+        """The rows of one API record: one line, a JSON list (none if there are none)."""
+        batch = list(rows)
+        if batch:
+            self._file.write(_ENCODE.encode(batch) + b"\n")
 
     def read(self) -> Iterator[dict[str, t.Any]]:
         try:
             self._file.seek(0)
             for line in self._file:
-                yield _DECODE.decode(line)
+                yield from _DECODE.decode(line)
         finally:
             self.close()
 

@@ -32,7 +32,7 @@ from tap_lms_unified.state import bookmark_of, partition_of
 from tap_lms_unified.streams import LmsStream, PairedStream
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
 
@@ -180,16 +180,28 @@ class ProgressStream(KomboPairedStream):
     replication_key = "user_changed_at"
     datetime_fields = ("enrollment_date", "completion_date", "user_changed_at", "_sdc_deleted_at")
 
+    #: Set from the user, converted once per user rather than once per item.
+    from_user: t.ClassVar[tuple[str, ...]] = ("user_changed_at", "_sdc_deleted_at")
+
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         items = record.get("progress") or ()  # the current user shape has no progress
+        if not items:
+            return
+        user_id = record["id"]
         changed_at = utc_iso(record.get("changed_at"))
         deleted_at = utc_iso(record.get("remote_deleted_at"))
+        shape = self.item_shape
         for item in items:
-            row = dict(item)
-            row["user_id"] = record["id"]
+            row = shape(item)
+            row["user_id"] = user_id
             row["user_changed_at"] = changed_at
             row["_sdc_deleted_at"] = deleted_at
-            yield self.shape(row)
+            yield row
+
+    @cached_property
+    def item_shape(self) -> Callable[[dict[str, t.Any]], dict[str, t.Any]]:
+        """Puts one `progress[]` item in this stream's shape, but for the user's fields."""
+        return self.shaper([f for f in self.datetime_fields if f not in self.from_user])
 
 
 class CourseProgressionsStream(KomboStream):
