@@ -9,22 +9,31 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
 
+_fromisoformat = datetime.fromisoformat
+
+
 def utc_iso(value: object) -> str | None:
     """Return `value` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC), or None when it is no timestamp.
 
     One fixed format matters: the SDK compares bookmark strings as strings.
     """
-    if not isinstance(value, str) or not value:
-        return None
     # Fast paths for the APIs' usual `2024-01-01T10:00:00.123Z` and for values already in
     # our format (a partner's row re-shaped); still checked: no Feb 30.
-    size = len(value)
-    if size == 24 and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
+    if (
+        value.__class__ is str
+        and len(value) == 24
+        and value[23] == "Z"
+        and value[19] == "."
+        and value[20:23].isdigit()
+    ):
         try:
-            datetime.fromisoformat(value[:19])
+            _fromisoformat(value[:19])
         except ValueError:
             return None
         return value[:23] + "000Z"
+    if not isinstance(value, str) or not value:
+        return None
+    size = len(value)
     if size == 27 and value[19] == "." and value[26] == "Z" and value[20:26].isdigit():
         try:
             datetime.fromisoformat(value[:19])
@@ -72,18 +81,22 @@ class Shaper:
         #: Keys a record may have without a warning: the schema's, the expected extras,
         #: and unknown keys already warned about (once is enough).
         self._allowed = frozenset(self.fields) | frozenset(expected_extra)
+        self._template = dict.fromkeys(self.fields)  # every key, in schema order, null
         self._warn = warn
 
     def __call__(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
-        shaped = {name: record.get(name) for name in self.fields}
-        if not record.keys() <= self._allowed:  # a subset test, no set built per record
-            unknown = record.keys() - self._allowed
-            self._allowed |= unknown
-            self._warn(
-                "Stream %s: the API sent fields the schema does not have, dropped: %s",
-                self.stream,
-                ", ".join(sorted(unknown)),
-            )
+        shaped = self._template.copy()
+        shaped.update(record)  # schema keys keep their place; others are appended
+        if len(shaped) != len(self._template):  # keys outside the schema: dropped
+            if not record.keys() <= self._allowed:  # a subset test, no set built
+                unknown = record.keys() - self._allowed
+                self._allowed |= unknown
+                self._warn(
+                    "Stream %s: the API sent fields the schema does not have, dropped: %s",
+                    self.stream,
+                    ", ".join(sorted(unknown)),
+                )
+            shaped = {name: shaped[name] for name in self.fields}
         for name in self.datetime_fields:
             value = shaped[name]
             if value is not None:
