@@ -15,13 +15,20 @@ Scenarios (the sandbox adds 100 ms to every response where latency matters):
    For a one-tenant row, its ideal: the tap's startup (its wall time with no stream
    selected) + the longest walk (pages x per-page time of that endpoint, measured with a
    plain client walking it alone). Targets: default <= 1.25 x ideal; 8 tenants >= 6.5x.
+   Beside the 8 tenants' figure, the floor: the tap's startup + a plain client walking
+   the same 8 tenants in 8 threads, and the speed-up that floor would have.
 2. budget: one Bindbee tenant, three streams, more pages than one budget window serves,
    the sandbox enforcing a short window: rows per window / (budget x page size) >= 0.9,
    zero 429s.
 3. cpu: a Kombo legacy-shape sync (users + progress) with no added latency; the tap's
-   wall time over that of a plain client (requests + orjson walking the same pages and
-   printing Singer RECORD lines). Target <= 2.0.
+   CPU time (user + system, of its process) over that of a plain client (requests +
+   orjson walking the same pages and printing Singer RECORD lines), medians of three
+   interleaved runs of each. Target <= 2.0.
 4. memory: peak RSS of a 1,000,000-record sync (<= 200 MB) and its final STATE's size.
+
+The sandbox answers each page `latency` after its request, or after rendering it if that
+took longer, and keeps rendered Kombo pages until its data changes (see README): it
+models an API that answers within its latency however many clients ask.
 
 Every process is a real command: the sandbox (tap-lms-unified-sandbox), the tap
 (tap-lms-unified) and the plain client run as subprocesses on 127.0.0.1.
@@ -48,6 +55,8 @@ import requests
 BIN = Path(sys.executable).parent
 KEY = "sandbox-api-key"
 LATENCY_MS = 100
+#: Runs of the plain client and of the tap in the CPU scenario (interleaved; medians).
+CPU_RUNS = 3
 
 #: The plain client of the CPU ratio: walks Kombo's legacy users and prints RECORD lines.
 PLAIN_SYNC = """
@@ -358,31 +367,37 @@ def kombo_tenants(rows: Rows, tenants: int, pages: int) -> None:
             "page_size": 200,
         }
         # What this sandbox and machine allow: the same walks by a plain client, in threads.
-        started = time.perf_counter()
-        threads = [
-            threading.Thread(
-                target=plain_walk,
-                args=(
-                    f"{sb.url}/kombo/v1/lms/users",
-                    {"Authorization": f"Bearer {KEY}", "X-Integration-Id": i},
-                    {"page_size": 200, "include_deleted": "true"},
-                    lambda body: body["data"]["next"],
-                ),
-            )
-            for i in ids
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        plain = time.perf_counter() - started
+        # The first round renders the pages (the sandbox's page cache), the second is the
+        # floor: the tap's runs below get the same already-rendered pages.
+        for _ in range(2):
+            started = time.perf_counter()
+            threads = [
+                threading.Thread(
+                    target=plain_walk,
+                    args=(
+                        f"{sb.url}/kombo/v1/lms/users",
+                        {"Authorization": f"Bearer {KEY}", "X-Integration-Id": i},
+                        {"page_size": 200, "include_deleted": "true"},
+                        lambda body: body["data"]["next"],
+                    ),
+                )
+                for i in ids
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            plain = time.perf_counter() - started
         start = startup(config)
-        latency_row(rows, name, run_pair(sb, config, {"users"}), speedup_target=6.5)
+        pair = run_pair(sb, config, {"users"})
+        latency_row(rows, name, pair, speedup_target=6.5)
+        floor = start + plain
         rows.append(
             (
                 name,
-                "floor: startup + a plain client's 8 walks in threads",
-                f"{start + plain:.2f} s = {start:.2f} s + {plain:.2f} s",
+                f"floor: startup + a plain client's {tenants} walks in threads; its speed-up",
+                f"{floor:.2f} s = {start:.2f} s + {plain:.2f} s; "
+                f"{pair['sequential']['measure'].wall / floor:.1f}x",
             )
         )
 
@@ -449,15 +464,21 @@ def cpu_bound(rows: Rows, users: int) -> None:
     with Sandbox("--kombo-users", str(users), "--progress-per-user", "3") as sb:
         url = f"{sb.url}/kombo/v1"
         plain = [sys.executable, "-c", PLAIN_SYNC, url, KEY, "sandbox:acme"]
-        measure(plain)  # warm the sandbox's per-filter caches
-        base = measure(plain)
+        measure(plain)  # warm the sandbox's caches (selections, rendered pages)
         config = {
             "provider": "kombo",
             "api_key": KEY,
             "integration_id": "sandbox:acme",
             "api_url": url,
         }
-        mine = measure(tap(config, streams={"users", "progress"}))
+        command = tap(config, streams={"users", "progress"})
+        # Interleaved, the median of each: the cores may be shared with other work.
+        bases, mines = [], []
+        for _ in range(CPU_RUNS):
+            bases.append(measure(plain))
+            mines.append(measure(command))
+    base = sorted(bases, key=lambda m: m.cpu)[CPU_RUNS // 2]
+    mine = sorted(mines, key=lambda m: m.cpu)[CPU_RUNS // 2]
     ratio = mine.cpu / base.cpu
     rows += [
         (
@@ -467,10 +488,18 @@ def cpu_bound(rows: Rows, users: int) -> None:
         ),
         (
             name,
-            "plain client (requests + orjson): wall, CPU (user + sys)",
-            f"{base.wall:.2f} s, {base.cpu:.2f} s",
+            f"plain client (requests + orjson): wall, CPU (user + sys), median of {CPU_RUNS}",
+            f"{base.wall:.2f} s, {base.cpu:.2f} s (CPU of each: "
+            + ", ".join(f"{m.cpu:.2f}" for m in bases)
+            + ")",
         ),
-        (name, "tap: wall, CPU (user + sys)", f"{mine.wall:.2f} s, {mine.cpu:.2f} s"),
+        (
+            name,
+            f"tap: wall, CPU (user + sys), median of {CPU_RUNS}",
+            f"{mine.wall:.2f} s, {mine.cpu:.2f} s (CPU of each: "
+            + ", ".join(f"{m.cpu:.2f}" for m in mines)
+            + ")",
+        ),
         (name, "wall ratio tap / plain client", f"{mine.wall / base.wall:.2f}"),
         (
             name,
