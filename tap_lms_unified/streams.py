@@ -45,6 +45,8 @@ if t.TYPE_CHECKING:
     from tap_lms_unified.run import Run, Tenant
 
 _DECODE = msgspec.json.Decoder()
+#: The shortest wait before any retry (unless `max_retry_wait_seconds` is lower).
+MIN_RETRY_WAIT = 1.0
 
 
 class CursorPaginator(BaseAPIPaginator[str | None]):
@@ -53,6 +55,8 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
     def __init__(self, stream: LmsStream) -> None:
         super().__init__(None)
         self.stream = stream
+        #: Every cursor this walk has sent: one coming back means a cycle (A → B → A).
+        self.seen: set[str] = set()
 
     def get_next(self, response: requests.Response) -> str | None:
         return self.stream.page_of(response)[1]
@@ -63,11 +67,14 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
     def advance(self, response: requests.Response) -> None:
         # Overridden to raise a clear, typed error instead of the SDK's bare RuntimeError.
         sent = self.current_value
+        if sent is not None:
+            self.seen.add(sent)
         following = self.get_next(response)
-        if following is not None and following == sent:
+        if following is not None and following in self.seen:
+            again = "the cursor it was sent" if following == sent else "a cursor it sent before"
             msg = (
-                f"{self.stream.endpoint} returned the cursor it was sent: a pagination loop "
-                f"(page {self.count + 1}). Stopping instead of fetching the same page forever."
+                f"{self.stream.endpoint} returned {again}: a pagination loop "
+                f"(page {self.count + 1}). Stopping instead of fetching the same pages forever."
             )
             raise PaginationLoopError(msg)
         super().advance(response)
@@ -223,7 +230,8 @@ class LmsStream(RESTStream[str | None]):
                 wait = reset_seconds(exception.response, reset_is_epoch=epoch)
             if wait is None:
                 wait = float(min(2 ** (attempt - 1), 60))
-            exception = yield min(wait, cap)
+            # A reset header already in the past (clock skew) must not mean "retry at once".
+            exception = yield min(max(wait, MIN_RETRY_WAIT), cap)
 
     def backoff_jitter(self, value: float) -> float:
         # A small jitter on top of the provider's wait, never below it.
