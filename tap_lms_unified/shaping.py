@@ -14,15 +14,24 @@ def utc_iso(value: object) -> str | None:
 
     One fixed format matters: the SDK compares bookmark strings as strings.
     """
-    if not isinstance(value, str) or not value:
-        return None
+    if not isinstance(value, str) or not value or not value.isascii():
+        return None  # ASCII only: Python also reads other scripts' digits (e.g. Arabic-Indic)
     # Fast path for the APIs' usual `2024-01-01T10:00:00.123Z` (still checked: no Feb 30).
-    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
+    if (
+        len(value) == 24
+        and value[10] == "T"
+        and value[19] == "."
+        and value[23] == "Z"
+        and value[20:23].isdigit()
+    ):
         try:
             datetime.fromisoformat(value[:19])
         except ValueError:
             return None
         return value[:23] + "000Z"
+    # RFC 3339 separates date and time with `T` (or `t`, or a space); Python takes any.
+    if len(value) > 10 and value[10] not in "Tt ":
+        return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
