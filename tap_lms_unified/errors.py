@@ -26,6 +26,18 @@ class PaginationLoopError(LmsAPIError):
     """The API sent back a cursor it had already sent: paging would never end."""
 
 
+class BadDataError(LmsAPIError):
+    """A page or record of one tenant that cannot be read or shaped: that tenant fails."""
+
+
+class UnreadableRecord(ValueError):
+    """A record that is not what the API documents (raised while reading or shaping it)."""
+
+
+class InvalidRecordsError(LmsAPIError):
+    """Records without a usable primary key were not emitted (`invalid_records: fail`)."""
+
+
 class TenantsFailedError(LmsAPIError):
     """At least one tenant failed; the others finished and their state was kept."""
 

@@ -26,13 +26,15 @@ from tap_lms_unified.errors import (
     TENANT_ERRORS,
     TRANSPORT_ERRORS,
     AuthenticationError,
+    BadDataError,
     IntegrationNotReadyError,
     LmsAPIError,
     PaginationLoopError,
     TLSError,
+    UnreadableRecord,
 )
 from tap_lms_unified.http import host_of, reset_seconds
-from tap_lms_unified.shaping import Shaper
+from tap_lms_unified.shaping import Shaper, decode_json, json_type_name
 from tap_lms_unified.walking import Spool
 
 if t.TYPE_CHECKING:
@@ -44,7 +46,8 @@ if t.TYPE_CHECKING:
 
     from tap_lms_unified.run import Run, Tenant
 
-_DECODE = msgspec.json.Decoder()
+#: Invalid records (no usable primary key) logged per stream and tenant; the rest are counted.
+INVALID_LOGGED = 20
 #: The shortest wait before any retry (unless `max_retry_wait_seconds` is lower).
 MIN_RETRY_WAIT = 1.0
 
@@ -111,6 +114,9 @@ class LmsStream(RESTStream[str | None]):
             self.schema["properties"],
             self.datetime_fields,
             expected_extra=self.split_off,
+            # Keys: a record without a usable one is not emitted (get_records); the tenant
+            # field is set by get_records.
+            unchecked=(*self.primary_keys, self.tenant_field),
             warn=lambda msg, *args: self.log(msg, *args, level=logging.WARNING),
         )
 
@@ -164,7 +170,7 @@ class LmsStream(RESTStream[str | None]):
         """(records, next cursor) of a page, decoded once for the paginator and the parser."""
         cached = response.__dict__.get("_lms_page")
         if cached is None:
-            cached = self.run.provider.page(_DECODE.decode(response.content))
+            cached = self.run.provider.page(decode_json(response.content))
             response.__dict__["_lms_page"] = cached
         return t.cast("tuple[list[t.Any], str | None]", cached)
 
@@ -270,7 +276,14 @@ class LmsStream(RESTStream[str | None]):
             request_counter.with_context(context)
             while not paginator.finished:
                 prepared = self._prepare_request(context=context, page=paginator)
-                response = send(prepared, tenant)  # type: ignore[arg-type]
+                try:
+                    response = send(prepared, tenant)  # type: ignore[arg-type]
+                except RecursionError as exc:
+                    msg = (
+                        f"{self.endpoint}, page {paginator.count + 1}: the JSON body is nested "
+                        "too deeply to read"
+                    )
+                    raise BadDataError(msg) from exc
                 request_counter.increment()
                 self.update_sync_costs(prepared, response, context)
                 yield response
@@ -324,8 +337,30 @@ class LmsStream(RESTStream[str | None]):
         """This tenant's API records, from its prefetched walk."""
         self.start_walks()
         provider = self.run.provider
-        for page in self.run.prefetcher.pages(self.name, self.tenant(context).key):
-            yield from provider.page(_DECODE.decode(page))[0]
+        key = self.tenant(context).key
+        # Where the walk is, for messages about a record: [page, record], from 1.
+        position = self.positions[key] = [0, 0]
+        for number, page in enumerate(self.run.prefetcher.pages(self.name, key), 1):
+            position[:] = number, 0
+            for index, record in enumerate(provider.page(decode_json(page))[0], 1):
+                position[1] = index
+                if type(record) is not dict:
+                    msg = f"the record is {json_type_name(record)}, not an object"
+                    raise UnreadableRecord(msg)
+                yield record
+
+    @cached_property
+    def positions(self) -> dict[str, list[int]]:
+        """[page, record] of each tenant's walk as read by the main thread."""
+        return {}
+
+    def where(self, tenant: Tenant) -> str:
+        """`GET /lms/users, page 3, record 17`: the record being read of a tenant's walk."""
+        position = self.positions.get(tenant.key)
+        if position is None or not position[0]:
+            return self.endpoint
+        page, record = position
+        return f"{self.endpoint}, page {page}" + (f", record {record}" if record else "")
 
     def start_walks(self) -> None:
         """Start, once per run, the walks of every tenant of this stream still in the run."""
@@ -373,18 +408,71 @@ class LmsStream(RESTStream[str | None]):
             signpost = self.get_replication_key_signpost(context)
             self.state_manager.write_replication_key_signpost(signpost, context=context)
         count = 0
+        self.positions.pop(tenant.key, None)
         try:
             field, key = self.tenant_field, tenant.key
+            keys = self.primary_keys
+            only = keys[0] if len(keys) == 1 else None
             for row in self.tenant_rows(context):
+                if only:
+                    value = row.get(only)
+                    usable = type(value) is str and value != ""
+                else:
+                    usable = all(type(row.get(k)) is str and row.get(k) for k in keys)
+                if not usable:
+                    self.reject(tenant, row)
+                    continue
                 row[field] = key
                 count += 1
                 yield row
-        except TENANT_ERRORS as exc:
-            # Keep the tenant's previous bookmark: this walk did not complete.
+        except Exception as exc:
+            # Anything that goes wrong reading or shaping this tenant's data ends this
+            # tenant only; its previous bookmark is kept: this walk did not complete.
             self.get_context_state(context).pop("progress_markers", None)
-            self.run.fail_tenant(tenant, self.name, exc)
+            self.run.fail_tenant(tenant, self.name, self.tenant_error(tenant, exc))
         finally:
             tenant.records[self.name] += count
+
+    def tenant_error(self, tenant: Tenant, exc: Exception) -> Exception:
+        """The error that fails a tenant: the walk's own, or one naming where and what."""
+        if isinstance(exc, TENANT_ERRORS):
+            return exc
+        if isinstance(exc, UnreadableRecord):
+            what = str(exc)
+        elif isinstance(exc, RecursionError):
+            what = "a value nested too deeply to read"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        error = BadDataError(self.run.redact(f"{self.where(tenant)}: {what}"))
+        error.__cause__ = exc
+        return error
+
+    def reject(self, tenant: Tenant, row: dict[str, t.Any]) -> None:
+        """Count (and log, the first few times) a row without a usable primary key."""
+        tenant.invalid[self.name] += 1
+        count = tenant.invalid[self.name]
+        if count > INVALID_LOGGED:
+            return
+        problems = []
+        for name in self.primary_keys:
+            value = row.get(name)
+            if value is None:
+                problems.append(f"{name} is null or missing")
+            elif type(value) is not str or not value:
+                shown = repr(value) if type(value) in (int, float, str) else ""
+                problems.append(f"{name} is {json_type_name(value)} {shown}".rstrip())
+        self.log(
+            "Stream %s, tenant %s, %s: %s, not a usable primary key: record not emitted "
+            "(counted as invalid in the tenant's summary)%s",
+            self.name,
+            tenant.key,
+            self.where(tenant),
+            "; ".join(problems),
+            "; further invalid records of this stream and tenant are only counted"
+            if count == INVALID_LOGGED
+            else "",
+            level=logging.WARNING,
+        )
 
     def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         """This stream's rows for one tenant."""
@@ -451,6 +539,6 @@ class PairedStream(LmsStream):
 
 def _decode_or_none(response: requests.Response) -> t.Any:
     try:
-        return _DECODE.decode(response.content) if response.content else None
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        return decode_json(response.content) if response.content else None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None

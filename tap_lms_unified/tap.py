@@ -143,6 +143,15 @@ COMMON_SETTINGS = (
         "the API key and tokens must not travel in clear text.",
     ),
     th.Property(
+        "invalid_records",
+        th.StringType(allowed_values=["fail", "warn"]),
+        default="fail",
+        title="Records without a usable key",
+        description="A record whose primary key is missing, null or not a string is never "
+        "emitted; it is logged and counted per tenant and stream. `fail` (default): the run "
+        "then exits non-zero; `warn`: only a warning.",
+    ),
+    th.Property(
         "user_agent",
         th.StringType,
         title="User agent",

@@ -92,14 +92,14 @@ class BindbeeStream(LmsStream):
         return params
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        record = self.shape(record)
+        # Relations first: the shaper then checks the ids against the schema.
         for name in self.relations:
             value = record.get(name)
             if isinstance(value, dict):
                 record[name] = value.get("id")
             elif isinstance(value, list):
                 record[name] = [v.get("id") if isinstance(v, dict) else v for v in value]
-        yield record
+        yield self.shape(record)
 
 
 class UsersStream(BindbeeStream):

@@ -25,8 +25,9 @@ from importlib.resources import files
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk import typing as th
 
+from tap_lms_unified.errors import UnreadableRecord
 from tap_lms_unified.provider import Provider, TenantSpec
-from tap_lms_unified.shaping import parse_utc, utc_iso
+from tap_lms_unified.shaping import json_type_name, parse_utc, utc_iso
 from tap_lms_unified.streams import LmsStream, PairedStream
 
 if t.TYPE_CHECKING:
@@ -154,9 +155,15 @@ class ProgressStream(KomboPairedStream):
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         items = record.get("progress") or ()  # the current user shape has no progress
+        if type(items) is not list:
+            msg = f"'progress' of user {record.get('id')!r} is {json_type_name(items)}"
+            raise UnreadableRecord(msg + ", not an array")
         changed_at = utc_iso(record.get("changed_at"))
         deleted_at = utc_iso(record.get("remote_deleted_at"))
         for item in items:
+            if type(item) is not dict:
+                msg = f"an item of 'progress' of user {record.get('id')!r} is "
+                raise UnreadableRecord(msg + f"{json_type_name(item)}, not an object")
             row = dict(item)
             row["user_id"] = record["id"]
             row["user_changed_at"] = changed_at
@@ -194,7 +201,14 @@ class CourseRevisionsStream(KomboPairedStream):
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         course_deleted = record.get("remote_deleted_at")
-        for revision in record.get("revisions") or ():
+        revisions = record.get("revisions") or ()
+        if type(revisions) is not list:
+            msg = f"'revisions' of course {record.get('id')!r} is {json_type_name(revisions)}"
+            raise UnreadableRecord(msg + ", not an array")
+        for revision in revisions:
+            if type(revision) is not dict:
+                msg = f"a revision of course {record.get('id')!r} is {json_type_name(revision)}"
+                raise UnreadableRecord(msg + ", not an object")
             row = dict(revision)
             row.setdefault("course_id", record["id"])
             row = self.shape(row)
