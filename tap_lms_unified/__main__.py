@@ -1,5 +1,5 @@
 """Allow ``python -m tap_lms_unified``."""
 
-from tap_lms_unified.tap import TapLmsUnified
+from tap_lms_unified.cli import main
 
-TapLmsUnified.cli()
+main()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 
-from tap_lms_unified.errors import InvalidRecordsError, TenantsFailedError
+from tap_lms_unified.errors import TENANT_ERRORS, InvalidRecordsError, TenantsFailedError
 from tap_lms_unified.http import BudgetedSession, RateBudget
 from tap_lms_unified.walking import Prefetcher, Spool
 
@@ -97,6 +97,7 @@ class Run:
         #: Builds requests (auth, params); they are sent through a tenant's own session.
         self.prepare_session = requests.Session()
         self.tenants = self._tenants()
+        self._said: set[str] = set()
 
     @property
     def base_url(self) -> str:
@@ -125,6 +126,18 @@ class Run:
             tenants[spec.key] = Tenant(key=spec.key, headers=spec.headers, session=session)
         return tenants
 
+    def warn_once(self, message: str) -> None:
+        """Log a warning once per run, however many streams or walks run into it."""
+        if message not in self._said:
+            self._said.add(message)
+            self.logger.warning(message)
+
+    def note_once(self, message: str) -> None:
+        """Log an informational line once per run."""
+        if message not in self._said:
+            self._said.add(message)
+            self.logger.info(message)
+
     def fail_tenant(self, tenant: Tenant, stream: str, error: BaseException) -> None:
         """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
         message = self.redact(str(error))
@@ -132,13 +145,36 @@ class Run:
         if self.config.get("fail_fast"):
             self.prefetcher.close()
             raise error
-        self.logger.error(
-            "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
-            "bookmarks stay where they were.",
-            tenant.key,
-            stream,
-            message,
-        )
+        if len(self.tenants) > 1:  # with one tenant, the run's own error says it
+            self.logger.error(
+                "Tenant %s failed on stream %s: %s. The other tenants go on; this tenant's "
+                "bookmarks stay where they were.",
+                tenant.key,
+                stream,
+                message,
+            )
+
+    def test_connection(self) -> None:
+        """One request per tenant and endpoint (the first page); raise if any failed."""
+        endpoints = {stream.path: stream for stream in reversed(self.streams.values())}
+        for tenant in self.tenants.values():
+            for stream in endpoints.values():
+                context = {self.provider.tenant_field: tenant.key}
+                try:
+                    stream.prepare_walk(context)
+                    pages = stream.iter_pages(context)
+                    records = len(stream.page_of(next(iter(pages)))[0])
+                    pages.close()
+                except TENANT_ERRORS as exc:
+                    self.fail_tenant(tenant, stream.name, exc)
+                    break
+                self.logger.info(
+                    "Connection test: tenant %s, %s: ok (%d records on the first page)",
+                    tenant.key,
+                    stream.endpoint,
+                    records,
+                )
+        self.finish()
 
     def failed(self) -> list[Tenant]:
         return [tenant for tenant in self.tenants.values() if tenant.failure]

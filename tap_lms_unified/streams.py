@@ -9,11 +9,13 @@ one walk of an endpoint.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import typing as t
 from functools import cached_property
 from http import HTTPStatus
 
+import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream, metrics
@@ -38,7 +40,7 @@ from tap_lms_unified.shaping import Shaper, decode_json, json_type_name
 from tap_lms_unified.walking import Spool
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable, Iterator
 
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
@@ -99,6 +101,7 @@ class LmsStream(RESTStream[str | None]):
         self.run = run
         self.tenant_field = run.provider.tenant_field
         self._walks_started = False
+        self._dry_run_rows = 0
 
     # -- rows: overridden by streams whose rows are not the API records -----------------
 
@@ -221,6 +224,20 @@ class LmsStream(RESTStream[str | None]):
 
     # -- retries: wait as the provider says, capped, a bounded number of times ------------
 
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        # The SDK's decorator, without backoff's own log lines: `backoff_handler` logs
+        # each retry, and the tenant's failure is reported once, where it is handled.
+        retried = (RetriableAPIError, *TRANSPORT_ERRORS)
+        decorate = backoff.on_exception(
+            self.backoff_wait_generator,
+            retried,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )
+        return decorate(func)
+
     def backoff_max_tries(self) -> int:
         return int(self.config["max_retries"]) + 1
 
@@ -262,7 +279,7 @@ class LmsStream(RESTStream[str | None]):
 
     # -- one tenant's walk (in a worker thread) -----------------------------------------
 
-    def iter_pages(self, context: Context | None) -> Iterator[requests.Response]:
+    def iter_pages(self, context: Context | None) -> Generator[requests.Response, None, None]:
         """One walk of the endpoint for one tenant: a validated response per page.
 
         The SDK's `request_records` loop (request counter and sync costs included), kept
@@ -271,13 +288,13 @@ class LmsStream(RESTStream[str | None]):
         """
         tenant = self.tenant(context)
         paginator = self.get_new_paginator()
-        send = self.request_decorator(self.send)  # type: ignore[arg-type]  # (request, tenant)
+        send = self.request_decorator(self.send)  # called as (request, tenant)
         with self.get_http_request_counter() as request_counter:
             request_counter.with_context(context)
             while not paginator.finished:
                 prepared = self._prepare_request(context=context, page=paginator)
                 try:
-                    response = send(prepared, tenant)  # type: ignore[arg-type]
+                    response = send(prepared, tenant)
                 except RecursionError as exc:
                     msg = (
                         f"{self.endpoint}, page {paginator.count + 1}: the JSON body is nested "
@@ -306,7 +323,7 @@ class LmsStream(RESTStream[str | None]):
             raise TLSError(self.run.redact(msg)) from exc
         except (*TRANSPORT_ERRORS,) as exc:
             # Retried like a 5xx; when retries run out, the error names the endpoint.
-            msg = f"{self.endpoint}: {type(exc).__name__} (no complete response)"
+            msg = f"{self.endpoint}: {type(exc).__name__}: {transport_cause(exc)}"
             raise RetriableAPIError(self.run.redact(msg)) from exc
         self._log_request_duration(response, tenant)
         self.validate_response(response)
@@ -402,18 +419,35 @@ class LmsStream(RESTStream[str | None]):
         if tenant.failure is not None:
             self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
             return
+        state = self.get_context_state(context)
+        signpost = None
         if self.replication_key:
             # The SDK writes the signpost (bookmarks never pass the sync start) at stream
             # level only; each tenant's partition needs its own.
             signpost = self.get_replication_key_signpost(context)
             self.state_manager.write_replication_key_signpost(signpost, context=context)
+            # Bookmarks of unsorted streams are promoted when the partition completes; the
+            # SDK would log that on every partition, the run says it once.
+            state.setdefault("progress_markers", {"Note": "Promoted when the walk completes."})
+            self.run.note_once(
+                "Bookmarks move only when a stream has been read in full for a tenant; an "
+                "interrupted run resumes from the previous bookmarks, minus the lookback."
+            )
         count = 0
+        # Set by the SDK's connection test (`--test`): a few records, then stop quietly;
+        # a failure there is the test's answer, so it is not absorbed as a tenant's.
+        limit = self.ABORT_AT_RECORD_COUNT
+        absorbed = Exception if limit is None else ()
         self.positions.pop(tenant.key, None)
         try:
             field, key = self.tenant_field, tenant.key
             keys = self.primary_keys
             only = keys[0] if len(keys) == 1 else None
-            for row in self.tenant_rows(context):
+            rows = self.tenant_rows(context)
+            for row in rows:
+                if limit is not None and self._dry_run_rows >= limit:
+                    rows.close()
+                    break
                 if only:
                     value = row.get(only)
                     usable = type(value) is str and value != ""
@@ -422,14 +456,22 @@ class LmsStream(RESTStream[str | None]):
                 if not usable:
                     self.reject(tenant, row)
                     continue
+                self._dry_run_rows += 1
                 row[field] = key
                 count += 1
                 yield row
-        except Exception as exc:
+        except absorbed as exc:
             # Anything that goes wrong reading or shaping this tenant's data ends this
             # tenant only; its previous bookmark is kept: this walk did not complete.
-            self.get_context_state(context).pop("progress_markers", None)
+            state.pop("progress_markers", None)
             self.run.fail_tenant(tenant, self.name, self.tenant_error(tenant, exc))
+        else:
+            if signpost is not None and not count:
+                # A complete walk without rows: nothing changed up to the sync start. The
+                # bookmark moves there, so that this stream never holds a walk back.
+                state["progress_markers"].update(
+                    replication_key=self.replication_key, replication_key_value=signpost
+                )
         finally:
             tenant.records[self.name] += count
 
@@ -474,7 +516,7 @@ class LmsStream(RESTStream[str | None]):
             level=logging.WARNING,
         )
 
-    def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         """This stream's rows for one tenant."""
         for record in self.api_records(context):
             yield from self.rows(record)
@@ -513,7 +555,7 @@ class PairedStream(LmsStream):
             self.run.walked.add(self.walk_partner.name)
         super().start_walks()
 
-    def tenant_rows(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         tenant = self.tenant(context)
         spool = self.run.spools.pop((self.name, tenant.key), None)
         if spool is not None:
@@ -535,6 +577,19 @@ class PairedStream(LmsStream):
         finally:
             if spool is not None:  # this walk failed (and so did its tenant)
                 spool.close()
+
+
+def transport_cause(exc: BaseException) -> str:
+    """The cause of a transport failure in a few words (`[Errno 111] Connection refused`)."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] [^'\"()]+", r"Read timed out", r"Connection aborted\.?"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and str(cause):
+        return transport_cause(cause)
+    return text[:200] or "no complete response"
 
 
 def _decode_or_none(response: requests.Response) -> t.Any:

@@ -6,6 +6,7 @@ only talks to the `Provider` interface (provider.py) found in the registry.
 
 from __future__ import annotations
 
+import difflib
 import typing as t
 from functools import cached_property
 from ipaddress import ip_address
@@ -18,6 +19,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_lms_unified.output import SingerWriter
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.run import Run
+from tap_lms_unified.state import check_shape, migrate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -186,6 +188,20 @@ class TapLmsUnified(Tap):
         super().__init__(*args, validate_config=validate_config, **kwargs)
         if validate_config:
             self._check_settings()
+            self._check_catalog()
+
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """Check the state's shape, and read stream-level bookmarks as the single tenant's."""
+        check_shape(state)
+        provider = PROVIDERS.get(str(self.config.get("provider")))
+        if provider is not None and state:
+            state = migrate(
+                state,
+                tenant_field=provider.tenant_field,
+                tenants=[spec.key for spec in provider.tenants(self.config)],
+                logger=self.logger,
+            )
+        super().load_state(state)
 
     @property
     def provider(self) -> Provider:
@@ -218,21 +234,40 @@ class TapLmsUnified(Tap):
             if size is not None and not 1 <= size <= provider.page_size_max:
                 errors.append(
                     f"'page_size' must be between 1 and {provider.page_size_max} for "
-                    f"{provider.name}"
+                    f"{provider.name}, got {size!r}"
                 )
         if (config.get("max_retries") or 0) < 0:
-            errors.append("'max_retries' must not be negative")
+            errors.append(f"'max_retries' must not be negative, got {config['max_retries']!r}")
         for name in ("request_timeout", "max_concurrency"):
             if config.get(name) is not None and config[name] <= 0:
-                errors.append(f"'{name}' must be greater than 0")
+                errors.append(f"'{name}' must be greater than 0, got {config[name]!r}")
         errors.extend(_api_url_errors(config))
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
         assert provider is not None  # the schema requires one of PROVIDERS
         self._warn_about_settings(provider)
 
+    def _check_catalog(self) -> None:
+        """Warn about catalog entries for streams this provider does not have."""
+        if self.input_catalog is None:
+            return
+        unknown = sorted(set(self.input_catalog) - set(self.streams))
+        if unknown:
+            self.logger.warning(
+                "The catalog lists streams that provider '%s' does not have, ignored: %s "
+                "(its streams: %s).",
+                self.provider.name,
+                ", ".join(unknown),
+                ", ".join(self.streams),
+            )
+
     def _warn_about_settings(self, provider: Provider) -> None:
         config = self.config
+        known = list(self.config_jsonschema["properties"])
+        for name in sorted(set(config) - set(known)):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            self.logger.warning("Unknown setting '%s' is ignored%s", name, hint)
         own = {prop.name for prop in provider.settings}
         defaults = {k: v.get("default") for k, v in self.config_jsonschema["properties"].items()}
         for other in PROVIDERS.values():
@@ -291,9 +326,13 @@ def _duplicate_tenants(provider: Provider, config: Mapping[str, t.Any]) -> list[
 def _api_url_errors(config: Mapping[str, t.Any]) -> list[str]:
     if not config.get("api_url"):
         return []
-    url = urlparse(str(config["api_url"]))
+    value = str(config["api_url"])
+    url = urlparse(value)
     if url.scheme not in ("http", "https") or not url.hostname:
-        return ["'api_url' must be an http(s) URL"]
+        hint = (
+            " (an environment variable it is built from may be unset)" if value[:1] in "/:" else ""
+        )
+        return [f"'api_url' must be an http(s) URL, got {value!r}{hint}"]
     if (
         url.scheme == "http"
         and not _is_loopback(url.hostname)

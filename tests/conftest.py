@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -90,6 +91,7 @@ def run_tap(
     error: BaseException | None = None
     try:
         with contextlib.redirect_stdout(stdout):
+            state = copy.deepcopy(state)  # the SDK updates the state it is given
             tap = TapLmsUnified(config=dict(config), state=state, catalog=catalog)
             if select is not None:
                 wanted = set(select)

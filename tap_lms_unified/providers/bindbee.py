@@ -243,7 +243,8 @@ class Bindbee(Provider):
                 "x-connector-token), or list tenants in 'integrations'"
             )
         if config["max_requests_per_minute"] <= 0:
-            errors.append("'max_requests_per_minute' must be greater than 0")
+            value = config["max_requests_per_minute"]
+            errors.append(f"'max_requests_per_minute' must be greater than 0, got {value!r}")
         return errors
 
     def requests_per_minute(self, config: Mapping[str, t.Any]) -> int | None:

@@ -28,6 +28,7 @@ from singer_sdk import typing as th
 from tap_lms_unified.errors import UnreadableRecord
 from tap_lms_unified.provider import Provider, TenantSpec
 from tap_lms_unified.shaping import json_type_name, parse_utc, utc_iso
+from tap_lms_unified.state import bookmark_of
 from tap_lms_unified.streams import LmsStream, PairedStream
 
 if t.TYPE_CHECKING:
@@ -46,27 +47,6 @@ def format_updated_after(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def start_of(stream: LmsStream, context: Context | None, lookback: timedelta) -> datetime | None:
-    """Where an incremental walk starts: the bookmark minus the lookback, or start_date.
-
-    Read from state directly (not the SDK's starting marker) because a walk also has to
-    know its partner's start before the partner's own sync has begun.
-    """
-    state = stream.get_context_state(context)
-    bookmark = None
-    if state.get("replication_key") == stream.replication_key:
-        bookmark = state.get("replication_key_value")
-    candidates = []
-    if bookmark:
-        parsed = utc_iso(bookmark)
-        if parsed:
-            candidates.append(parse_utc(parsed) - lookback)
-    start_date = stream.config.get("start_date")
-    if start_date:
-        candidates.append(parse_utc(utc_iso(start_date) or start_date))
-    return max(candidates) if candidates else None
-
-
 class KomboStream(LmsStream):
     """A Kombo LMS list endpoint: `{"status","data":{"next","results"}}`, incremental."""
 
@@ -82,9 +62,43 @@ class KomboStream(LmsStream):
         return utc_iso(signpost.isoformat()) if isinstance(signpost, datetime) else signpost
 
     def own_start(self, context: Context | None) -> datetime | None:
-        """This tenant's bookmark minus the lookback window, or start_date."""
-        lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
-        return start_of(self, context, lookback)
+        """Where this tenant's walk starts: the bookmark minus the lookback, or start_date.
+
+        Read from state directly (not the SDK's starting marker) because a walk also has
+        to know its partner's start before the partner's own sync has begun. A bookmark
+        that is no timestamp, or lies in the future, is ignored with a warning: the
+        stream is then read in full once (or from start_date), so nothing is lost.
+        """
+        candidates = []
+        bookmark = self.bookmark(context)
+        if bookmark is not None:
+            lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
+            candidates.append(bookmark - lookback)
+        if self.config.get("start_date"):
+            candidates.append(parse_utc(utc_iso(self.config["start_date"]) or ""))
+        return max(candidates) if candidates else None
+
+    def bookmark(self, context: Context | None) -> datetime | None:
+        """This tenant's usable bookmark, if any."""
+        value = bookmark_of(self.get_context_state(context), str(self.replication_key))
+        if value is None:
+            return None
+        tenant = self.tenant(context).key
+        parsed = utc_iso(value) if isinstance(value, str) else None
+        if parsed is None:
+            self.run.warn_once(
+                f"Stream {self.name}, tenant {tenant}: the bookmark {str(value)[:40]!r} is "
+                "not a timestamp; ignored, so the stream is read in full once."
+            )
+            return None
+        moment = parse_utc(parsed)
+        if moment > datetime.now(timezone.utc):
+            self.run.warn_once(
+                f"Stream {self.name}, tenant {tenant}: the bookmark {parsed} lies in the "
+                "future; ignored, so the stream is read in full once."
+            )
+            return None
+        return moment
 
     def walk_start(self, context: Context | None) -> datetime | None:
         """`updated_after` of this tenant's walk."""
@@ -306,7 +320,8 @@ class Kombo(Provider):
                 "X-Integration-Id), or list tenants in 'integrations'"
             )
         if (config.get("lookback_window_minutes") or 0) < 0:
-            errors.append("'lookback_window_minutes' must not be negative")
+            value = config["lookback_window_minutes"]
+            errors.append(f"'lookback_window_minutes' must not be negative, got {value!r}")
         if config.get("start_date"):
             try:
                 parse_utc(str(config["start_date"]))
