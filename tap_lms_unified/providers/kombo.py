@@ -168,7 +168,9 @@ class ProgressStream(KomboPairedStream):
     datetime_fields = ("enrollment_date", "completion_date", "user_changed_at", "_sdc_deleted_at")
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        items = record.get("progress") or ()  # the current user shape has no progress
+        items = record.get("progress")
+        if not items:  # the current user shape has no progress
+            return
         if type(items) is not list:
             msg = f"'progress' of user {record.get('id')!r} is {json_type_name(items)}"
             raise UnreadableRecord(msg + ", not an array")
@@ -215,7 +217,9 @@ class CourseRevisionsStream(KomboPairedStream):
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         course_deleted = record.get("remote_deleted_at")
-        revisions = record.get("revisions") or ()
+        revisions = record.get("revisions")
+        if not revisions:
+            return
         if type(revisions) is not list:
             msg = f"'revisions' of course {record.get('id')!r} is {json_type_name(revisions)}"
             raise UnreadableRecord(msg + ", not an array")
