@@ -44,6 +44,8 @@ class Provider:
     tenant_setting: t.ClassVar[str]
     #: The `*ratelimit-reset` header is a Unix time (True) or seconds from now (False).
     reset_is_epoch: t.ClassVar[bool] = False
+    #: Full-table syncs send ACTIVATE_VERSION unless `emit_activate_version_messages` is off.
+    activate_versions_by_default: t.ClassVar[bool] = False
     #: Fields of one item of the `integrations` setting (a tenant) for this provider.
     tenant_properties: t.ClassVar[tuple[th.Property[t.Any], ...]] = ()
     #: Settings only this provider reads (declared in the tap's config schema).

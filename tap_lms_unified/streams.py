@@ -23,6 +23,7 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
 from tap_lms_unified.errors import (
     TENANT_ERRORS,
@@ -44,6 +45,7 @@ if t.TYPE_CHECKING:
 
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib import Catalog
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_lms_unified.run import Run, Tenant
@@ -414,14 +416,66 @@ class LmsStream(RESTStream[str | None]):
     def needs_walk(self, tenant: Tenant) -> bool:
         return True
 
+    # -- full-table syncs: ACTIVATE_VERSION only after every tenant was read in full -----
+
+    @property
+    def full_table(self) -> bool:
+        """Whether this sync reads everything (the catalog may force it on any stream)."""
+        return self.replication_method == REPLICATION_FULL_TABLE
+
+    @property
+    def activate_versions(self) -> bool:
+        """Whether this full-table sync ends with ACTIVATE_VERSION."""
+        default = self.run.provider.activate_versions_by_default
+        return self.full_table and bool(self.config.get("emit_activate_version_messages", default))
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        # Off for the SDK, which would send ACTIVATE_VERSION *before* the records: a tenant
+        # failing later in the run would then lose all its rows. We send it after the last
+        # tenant, and only when every tenant was read in full (see get_records).
+        return False
+
+    def apply_catalog(self, catalog: Catalog) -> None:
+        # The SDK prefers the entry's `replication_method` (INCREMENTAL as discovered) over
+        # the metadata's `forced-replication-method`: forcing FULL_TABLE through the
+        # metadata alone would be silently ignored. A method forced there wins.
+        super().apply_catalog(catalog)
+        entry = catalog.get_stream(self.name)
+        root = entry.metadata.get(()) if entry is not None else None
+        forced = getattr(root, "forced_replication_method", None)
+        if forced and forced != self.forced_replication_method:
+            self.forced_replication_method = forced
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        activate = self.activate_versions
+        if activate:
+            # Private: the SDK stamps RECORDs with this and offers no public setter.
+            self._stream_version = self.run.version
+        yield from self.tenant_records(context)
+        if activate and context == self.partitions[-1]:
+            failed = [tenant.key for tenant in self.run.failed()]
+            if failed:
+                self.log(
+                    "Not activating the new version of %s: tenants %s were not read in "
+                    "full, and their rows must not be marked deleted.",
+                    self.name,
+                    ", ".join(failed),
+                    level=logging.WARNING,
+                )
+            else:
+                # Private: the SDK's writer of this message (it applies stream maps' aliases).
+                self._write_activate_version_message(self.run.version)
+
+    def tenant_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """One tenant's records; a failure ends this tenant only."""
         tenant = self.tenant(context)
         if tenant.failure is not None:
             self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
             return
         state = self.get_context_state(context)
         signpost = None
-        if self.replication_key:
+        if self.replication_key and not self.full_table:
             # The SDK writes the signpost (bookmarks never pass the sync start) at stream
             # level only; each tenant's partition needs its own.
             signpost = self.get_replication_key_signpost(context)

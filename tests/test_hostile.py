@@ -672,7 +672,6 @@ def activations(run: TapRun, stream: str) -> list[int]:
     ]
 
 
-@xfail("forced FULL_TABLE still sends updated_after and activates before the records")
 def test_forced_full_table_walks_everything_then_activates(servers, tmp_path):
     api = servers()
     two_tenants(api)
@@ -694,7 +693,28 @@ def test_forced_full_table_walks_everything_then_activates(servers, tmp_path):
     assert [i > last_record for i in activations(run, "users")] == [True]
 
 
-@xfail("forced FULL_TABLE activates a version although a tenant failed")
+def test_full_table_forced_in_the_metadata_alone_is_honoured(servers, tmp_path):
+    """Only `forced-replication-method: FULL_TABLE` in the metadata; the entry keeps the
+    discovered `replication_method: INCREMENTAL`: the metadata wins, no updated_after."""
+    api = servers()
+    two_tenants(api)
+    forced = catalog("kombo", ["users"], full_table=["users"])
+    for entry in forced["streams"]:
+        if entry["tap_stream_id"] == "users":
+            entry["replication_method"] = "INCREMENTAL"
+    run = run_tap(
+        tmp_path,
+        tenants_config("kombo", api.url, ["a", "b"], emit_activate_version_messages=True),
+        catalog=forced,
+        state=bookmarked(["a", "b"]),
+    )
+    validate_singer_output(run.messages)
+    assert run.returncode == 0, run.describe()
+    assert not [r.query for r in api.hits() if "updated_after" in r.query]
+    assert len(run.records("users")) == 10
+    assert len(activations(run, "users")) == 1
+
+
 def test_forced_full_table_with_a_failed_tenant_does_not_activate(servers, tmp_path):
     api = servers()
     two_tenants(api, failing="b")

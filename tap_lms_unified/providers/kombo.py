@@ -69,6 +69,8 @@ class KomboStream(LmsStream):
         that is no timestamp, or lies in the future, is ignored with a warning: the
         stream is then read in full once (or from start_date), so nothing is lost.
         """
+        if self.full_table:  # forced in the catalog: no filter at all
+            return None
         candidates = []
         bookmark = self.bookmark(context)
         if bookmark is not None:
