@@ -22,6 +22,14 @@ class TLSError(LmsAPIError):
     """The API's TLS certificate could not be verified: retrying will not help."""
 
 
+class RedirectRefusedError(LmsAPIError):
+    """A redirect to another origin, or from https to http: credentials must not follow."""
+
+
+class ResponseTooLargeError(LmsAPIError):
+    """A response beyond `max_response_bytes`: retrying would fetch it again."""
+
+
 class PaginationLoopError(LmsAPIError):
     """The API sent back a cursor it had already sent: paging would never end."""
 

@@ -15,7 +15,7 @@ import requests
 import urllib3
 
 from tap_lms_unified.errors import TENANT_ERRORS, InvalidRecordsError, TenantsFailedError
-from tap_lms_unified.http import BudgetedSession, RateBudget
+from tap_lms_unified.http import BudgetedSession, RateBudget, tls_context
 from tap_lms_unified.walking import Prefetcher, Spool
 
 if t.TYPE_CHECKING:
@@ -114,6 +114,7 @@ class Run:
         verify = self.config["tls_verify"] is not False
         if not verify:  # warned once at start-up, not on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        tls = tls_context(self.logger) if verify else None
         tenants = {}
         for spec in self.provider.tenants(self.config):
             budget = RateBudget(
@@ -121,7 +122,7 @@ class Run:
                 reset_is_epoch=self.provider.reset_is_epoch,
                 max_wait=float(self.config["max_retry_wait_seconds"]),
             )
-            session = BudgetedSession(budget)
+            session = BudgetedSession(budget, tls)
             session.verify = verify
             tenants[spec.key] = Tenant(key=spec.key, headers=spec.headers, session=session)
         return tenants

@@ -14,6 +14,7 @@ import time
 import typing as t
 from functools import cached_property
 from http import HTTPStatus
+from urllib.parse import urljoin
 
 import backoff
 import msgspec
@@ -33,10 +34,19 @@ from tap_lms_unified.errors import (
     IntegrationNotReadyError,
     LmsAPIError,
     PaginationLoopError,
+    RedirectRefusedError,
+    ResponseTooLargeError,
     TLSError,
     UnreadableRecord,
 )
-from tap_lms_unified.http import host_of, reset_seconds
+from tap_lms_unified.http import (
+    Origin,
+    ResponseTimeout,
+    ResponseTooLarge,
+    host_of,
+    origin_of,
+    reset_seconds,
+)
 from tap_lms_unified.shaping import Shaper, decode_json, json_type_name
 from tap_lms_unified.walking import Spool
 
@@ -50,6 +60,8 @@ if t.TYPE_CHECKING:
 
     from tap_lms_unified.run import Run, Tenant
 
+#: Redirects followed within the api_url's origin, per request.
+MAX_REDIRECTS = 5
 #: Invalid records (no usable primary key) logged per stream and tenant; the rest are counted.
 INVALID_LOGGED = 20
 #: The shortest wait before any retry (unless `max_retry_wait_seconds` is lower).
@@ -309,27 +321,77 @@ class LmsStream(RESTStream[str | None]):
                 paginator.advance(response)
 
     def send(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
-        """Send through the tenant's budgeted session and validate the answer."""
+        """Send through the tenant's budgeted session and validate the answer.
+
+        Redirects within the api_url's origin are followed (a few); one to another origin,
+        or from https to http, fails the tenant: nothing is sent there.
+        """
+        origin = origin_of(self.url_base)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self.fetch(prepared, tenant)
+            target = tenant.session.get_redirect_target(response)
+            if target is None:
+                break
+            url = urljoin(response.url, target)
+            if origin_of(url) != origin:
+                raise RedirectRefusedError(self.redirect_refused(response, origin, url))
+            prepared = prepared.copy()
+            prepared.prepare_url(url, None)
+        else:
+            msg = f"{self.endpoint}: more than {MAX_REDIRECTS} redirects; not followed further"
+            raise LmsAPIError(self.run.redact(msg))
+        self._log_request_duration(response, tenant)
+        self.validate_response(response)
+        return response
+
+    def fetch(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
+        """One HTTP exchange, whole within request_timeout and max_response_bytes."""
         tenant.requests += 1
         try:
-            response = tenant.session.send(
-                prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+            return tenant.session.fetch(
+                prepared,
+                timeout=self.timeout,
+                max_bytes=int(self.config["max_response_bytes"]),
             )
         except requests.exceptions.SSLError as exc:
             reason = str(exc).rsplit("SSLError(", 1)[-1].rstrip(")")
             msg = (
                 f"{self.endpoint}: TLS verification failed for {host_of(prepared.url or '')} "
-                f"({reason}); not retried. Fix the certificate or proxy "
-                "('tls_verify: false' only for debugging)."
+                f"({reason}); not retried. If a private or corporate CA signs the certificate, "
+                "point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at a bundle that holds it; "
+                "'tls_verify: false' turns verification off (debugging only)."
             )
             raise TLSError(self.run.redact(msg)) from exc
+        except ResponseTooLarge as exc:
+            msg = (
+                f"{self.endpoint}: the response is larger than max_response_bytes "
+                f"({exc.limit} bytes, decoded); not retried. Raise 'max_response_bytes' if "
+                "pages are really that large, or lower 'page_size'."
+            )
+            raise ResponseTooLargeError(self.run.redact(msg)) from exc
+        except ResponseTimeout as exc:
+            msg = (
+                f"{self.endpoint}: timed out: no complete response within request_timeout "
+                f"({self.timeout:g} s)"
+            )
+            raise RetriableAPIError(self.run.redact(msg)) from exc
         except (*TRANSPORT_ERRORS,) as exc:
             # Retried like a 5xx; when retries run out, the error names the endpoint.
             msg = f"{self.endpoint}: {type(exc).__name__}: {transport_cause(exc)}"
             raise RetriableAPIError(self.run.redact(msg)) from exc
-        self._log_request_duration(response, tenant)
-        self.validate_response(response)
-        return response
+
+    def redirect_refused(self, response: requests.Response, origin: Origin, url: str) -> str:
+        """Why a redirect is not followed, naming the endpoint and the target host."""
+        scheme, host, port = origin_of(url)
+        why = "another origin"
+        if origin[0] == "https" and scheme != "https":
+            why = "from https to plain http"
+        msg = (
+            f"{self.endpoint} → HTTP {response.status_code} redirect to {scheme}://{host}:{port} "
+            f"({why}); not followed, so that the API key and the tenant's credentials stay "
+            f"with {origin[0]}://{origin[1]}:{origin[2]}. Check 'api_url'."
+        )
+        return self.run.redact(msg)
 
     def _log_request_duration(self, response: requests.Response, tenant: Tenant) -> None:
         """The SDK's `http_request_duration` metric, which its own request loop would log."""

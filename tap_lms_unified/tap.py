@@ -110,7 +110,17 @@ COMMON_SETTINGS = (
         th.NumberType,
         default=60,
         title="Request timeout (s)",
-        description="Seconds to wait for a response before retrying.",
+        description="Seconds one response may take, from connecting to its last byte, "
+        "before it is abandoned and retried (however slowly the server sends).",
+    ),
+    th.Property(
+        "max_response_bytes",
+        th.IntegerType,
+        default=50_000_000,
+        title="Maximum response size (bytes)",
+        description="Largest response body, counted decoded (after gzip), that the tap "
+        "reads; a larger one fails its tenant with an error naming this setting. The "
+        "default (50 MB) is far above any real page; memory stays a small multiple of it.",
     ),
     th.Property(
         "max_retries",
@@ -238,7 +248,7 @@ class TapLmsUnified(Tap):
                 )
         if (config.get("max_retries") or 0) < 0:
             errors.append(f"'max_retries' must not be negative, got {config['max_retries']!r}")
-        for name in ("request_timeout", "max_concurrency"):
+        for name in ("request_timeout", "max_concurrency", "max_response_bytes"):
             if config.get(name) is not None and config[name] <= 0:
                 errors.append(f"'{name}' must be greater than 0, got {config[name]!r}")
         errors.extend(_api_url_errors(config))
