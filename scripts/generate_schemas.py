@@ -10,6 +10,13 @@ Usage::
 re-run on the same specs reproduces the committed files byte for byte. ``--check``
 writes nothing and exits 1 when a committed file is missing, stale or extra.
 
+The streams are the registry's (``tap_lms_unified.providers.PROVIDERS``): each stream
+class gives its name, primary key, ``split_off`` fields (left out: a partner stream has
+them) and, for Bindbee, ``relations``; the provider gives the tenant field every record
+carries. This script only adds where in the specs each stream's records are
+(``GENERATION``), the other fields the tap adds, and the exceptions below; a stream
+without generation input, or input for no stream, is an error.
+
 Mapping rules (the specs are the source of truth; the exceptions are listed
 explicitly below and the script fails loudly when one of them no longer matches
 the spec, so the lists cannot silently go stale):
@@ -36,12 +43,14 @@ import argparse
 import copy
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tap_lms_unified.providers import PROVIDERS
 
 JsonSchema = dict[str, Any]
 
@@ -87,17 +96,11 @@ WIDENED_TO_NUMBER: dict[tuple[str, str], frozenset[str]] = {
     ("bindbee", "completions"): frozenset({"score"}),
 }
 
-# Bindbee relations are typed in the spec as "anything or null" (`anyOf: [{}, null]`,
-# arrays with `items: {}`): an id string, or an object when the relation is expanded
-# with `expand=`. The tap never expands relations, so they are id strings ("one") or
-# arrays of id strings ("many"). Durations (`duration`, `time_duration`) and
-# `contents.provider` are typed strings in the spec and stay strings.
-BINDBEE_RELATIONS: dict[str, dict[str, str]] = {
-    "enrollments": {"user": "one", "course": "one", "completion": "one"},
-    "completions": {"user": "one", "course": "one", "content": "one"},
-    "courses": {"categories": "many", "contents": "many", "skills": "many", "instructors": "many"},
-    "contents": {"categories": "many", "skills": "many", "courses": "many"},
-}
+# Relations (a stream class's `relations`, Bindbee's) are typed in the spec as "anything or
+# null" (`anyOf: [{}, null]`, arrays with `items: {}`): an id string, or an object when the
+# relation is expanded with `expand=`. The tap never expands relations, so they are id
+# strings, or arrays of id strings where the spec has an array. Durations (`duration`,
+# `time_duration`) and `contents.provider` are typed strings in the spec and stay strings.
 
 
 class SpecError(Exception):
@@ -111,92 +114,122 @@ class Source:
     spec: str  # file, relative to the specs dir
     http_path: str  # list endpoint; the record is found below its 200 response
     steps: tuple[str, ...]  # keys from the response schema down to the record schema
-    drop: frozenset[str] = frozenset()  # top-level properties that are not ours
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a stream's schema is made of beyond what its stream class declares."""
+
+    sources: tuple[Source, ...]  # record models; several (spec versions) are united
+    extras: dict[str, JsonSchema] = field(default_factory=dict)  # fields the tap adds
 
 
 @dataclass(frozen=True)
 class StreamDef:
+    """One stream to generate: its stream class's facts and its generation input."""
+
     provider: str
     name: str
     sources: tuple[Source, ...]
-    primary_key: str = "id"
-    extras: dict[str, JsonSchema] = field(default_factory=dict)  # fields the tap adds
+    primary_keys: tuple[str, ...]
+    drop: frozenset[str]  # the class's `split_off`: fields that go to a partner stream
+    relations: tuple[str, ...]  # the class's `relations`, if it has any
+    extras: dict[str, JsonSchema]  # the generation's extras and the provider's tenant field
 
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.name}"
 
 
-def _kombo(
-    http_path: str, *more_steps: str, spec: str = KOMBO_CURRENT, drop: Iterable[str] = ()
-) -> Source:
-    return Source(spec, http_path, KOMBO_RECORD + more_steps, frozenset(drop))
+def _kombo(http_path: str, *more_steps: str, spec: str = KOMBO_CURRENT) -> Source:
+    return Source(spec, http_path, KOMBO_RECORD + more_steps)
 
 
-def _bindbee(model: str) -> Source:
-    return Source(
-        f"bindbee/bindbee-{model}-api-openapi.yml", f"/api/lms/v1/{model}", BINDBEE_RECORD
-    )
+_KOMBO_DELETED = {"_sdc_deleted_at": DATE_TIME}
 
-
-# The tenant each record came from (several customers can share one run and one table).
-KOMBO_TENANT = {"integration_id": {"type": ["string"]}}
-BINDBEE_TENANT = {"connector_name": {"type": ["string"]}}  # a name, never the token
-SDC_DELETED_AT = {"_sdc_deleted_at": DATE_TIME, **KOMBO_TENANT}
-
-STREAMS: tuple[StreamDef, ...] = (
+# Kombo: each stream's models, by stream name.
+KOMBO: dict[str, Generation] = {
     # Users: union of the current and the legacy model; legacy `progress[]` is its own stream.
-    StreamDef(
-        "kombo",
-        "users",
-        (_kombo("/lms/users"), _kombo("/lms/users", spec=KOMBO_LEGACY, drop={"progress"})),
-        extras=SDC_DELETED_AT,
+    "users": Generation(
+        (_kombo("/lms/users"), _kombo("/lms/users", spec=KOMBO_LEGACY)), _KOMBO_DELETED
     ),
-    StreamDef(
-        "kombo",
-        "progress",
+    "progress": Generation(
         (_kombo("/lms/users", "properties", "progress", "items", spec=KOMBO_LEGACY),),
-        primary_key="progress_id",
-        extras={
+        {
             "user_id": {"type": ["string", "null"]},  # the parent user's id
             "user_changed_at": DATE_TIME,  # the parent user's changed_at (replication key)
             "_sdc_deleted_at": DATE_TIME,  # set when the parent user is deleted
-            **KOMBO_TENANT,
         },
     ),
-    StreamDef(
-        "kombo",
-        "course_progressions",
-        (_kombo("/lms/course-progressions"),),
-        extras=SDC_DELETED_AT,
-    ),
-    StreamDef(
-        "kombo",
-        "courses",
-        (_kombo("/lms/courses", drop={"revisions"}),),
-        extras=SDC_DELETED_AT,
-    ),
-    StreamDef(
-        "kombo",
-        "course_revisions",
+    "course_progressions": Generation((_kombo("/lms/course-progressions"),), _KOMBO_DELETED),
+    "courses": Generation((_kombo("/lms/courses"),), _KOMBO_DELETED),
+    "course_revisions": Generation(
         (_kombo("/lms/courses", "properties", "revisions", "items"),),
         # `course_id` is in the revision model already; it is added only if it disappears.
-        extras={"course_id": {"type": ["string", "null"]}, **SDC_DELETED_AT},
+        {"course_id": {"type": ["string", "null"]}, **_KOMBO_DELETED},
     ),
-    StreamDef("kombo", "skills", (_kombo("/lms/skills"),), extras=SDC_DELETED_AT),
-    *(
-        StreamDef("bindbee", model, (_bindbee(model),), extras=BINDBEE_TENANT)
-        for model in (
-            "users",
-            "enrollments",
-            "completions",
-            "courses",
-            "contents",
-            "skills",
-            "categories",
+    "skills": Generation((_kombo("/lms/skills"),), _KOMBO_DELETED),
+}
+
+
+def _bindbee(stream: str) -> Generation:
+    """Bindbee: every stream has its own spec file and endpoint, both named after it."""
+    return Generation(
+        (
+            Source(
+                f"bindbee/bindbee-{stream}-api-openapi.yml", f"/api/lms/v1/{stream}", BINDBEE_RECORD
+            ),
         )
-    ),
-)
+    )
+
+
+#: Generation input by provider: a table by stream name, or a rule for every stream.
+GENERATION: dict[str, Mapping[str, Generation] | Callable[[str], Generation]] = {
+    "kombo": KOMBO,
+    "bindbee": _bindbee,
+}
+
+
+def stream_defs() -> tuple[StreamDef, ...]:
+    """Every stream of the registry's providers, with its generation input.
+
+    Names, keys, split-off fields and relations come from the provider modules; the
+    tables above only say where in the specs each stream's records are.
+    """
+    if set(GENERATION) != set(PROVIDERS):
+        raise SpecError(
+            f"generation input for providers {sorted(GENERATION)}, registry: {sorted(PROVIDERS)}"
+        )
+    defs = []
+    for provider in PROVIDERS.values():
+        rule = GENERATION[provider.name]
+        # The SDK types `name` and `primary_keys` as instance attributes; the stream
+        # classes declare them as class attributes.
+        classes = {str(getattr(cls, "name")): cls for cls in provider.streams}  # noqa: B009
+        if isinstance(rule, Mapping) and set(rule) != set(classes):
+            raise SpecError(
+                f"{provider.name}: streams without generation input "
+                f"{sorted(set(classes) - set(rule))}, input for no stream "
+                f"{sorted(set(rule) - set(classes))}"
+            )
+        for name, cls in classes.items():
+            generation = rule[name] if isinstance(rule, Mapping) else rule(name)
+            tenant = {provider.tenant_field: {"type": ["string"]}}
+            defs.append(
+                StreamDef(
+                    provider=provider.name,
+                    name=name,
+                    sources=generation.sources,
+                    primary_keys=tuple(getattr(cls, "primary_keys")),  # noqa: B009
+                    drop=frozenset(cls.split_off),
+                    relations=tuple(getattr(cls, "relations", ())),
+                    extras={**generation.extras, **tenant},
+                )
+            )
+    unknown = set(DATE_TIME_OVERRIDES) - {(d.provider, d.name) for d in defs}
+    if unknown:
+        raise SpecError(f"DATE_TIME_OVERRIDES for no stream: {sorted(unknown)}")
+    return tuple(defs)
 
 
 # --------------------------------------------------------------------------- spec access
@@ -287,10 +320,8 @@ class Converter:
         return WIDENED_TO_NUMBER.get((self.stream.provider, self.stream.name), frozenset())
 
     @property
-    def relations(self) -> dict[str, str]:
-        if self.stream.provider != "bindbee":
-            return {}
-        return BINDBEE_RELATIONS.get(self.stream.name, {})
+    def relations(self) -> tuple[str, ...]:
+        return self.stream.relations
 
     def fail(self, path: str, message: str) -> SpecError:
         return SpecError(f"{self.stream.label} ({self.spec.path.name}) `{path}`: {message}")
@@ -358,14 +389,11 @@ class Converter:
 
         if path in self.relations:
             self.used_overrides.add(f"relation:{path}")
-            cardinality = self.relations[path]
-            if cardinality == "one":
+            if part is None or part["type"] != ["array"]:  # to one: an id
                 if part is not None and part["type"] != ["string"]:
                     raise self.fail(path, f"relation is no longer untyped/string: {part}")
                 return {"type": typed("string")}
-            if part is None or part["type"] != ["array"]:
-                raise self.fail(path, f"to-many relation is not an array: {part}")
-            items, _ = self.split(part.get("items", {}), f"{path}[]")
+            items, _ = self.split(part.get("items", {}), f"{path}[]")  # to many: ids
             if items is not None and items["type"] != ["string"]:
                 raise self.fail(path, f"relation items are no longer untyped/string: {items}")
             return {"type": typed("array"), "items": {"type": ["string"]}}
@@ -447,28 +475,31 @@ def merge_schemas(a: JsonSchema, b: JsonSchema, path: str) -> JsonSchema:
 
 def build_stream(stream: StreamDef, specs_dir: Path, cache: dict[str, Spec]) -> JsonSchema:
     properties: dict[str, JsonSchema] = {}
+    dropped: set[str] = set()
     for source in stream.sources:
         if source.spec not in cache:
+            if not (specs_dir / source.spec).is_file():
+                raise SpecError(f"{stream.label}: no spec {source.spec}")
             cache[source.spec] = Spec(specs_dir / source.spec)
         spec = cache[source.spec]
         record = spec.record_schema(source)
-        missing_drops = source.drop - set(record["properties"])
-        if missing_drops:
-            raise SpecError(f"{stream.label}: dropped fields not in {source.spec}: {missing_drops}")
         converter = Converter(spec, stream)
         for name, node in record["properties"].items():
-            if name in source.drop:
+            if name in stream.drop:
+                dropped.add(name)
                 continue
             ours = converter.convert(node, name, is_property=True)
             properties[name] = (
                 merge_schemas(properties[name], ours, name) if name in properties else ours
             )
         converter.check_overrides_used()
+    if stream.drop - dropped:
+        raise SpecError(f"{stream.label}: split-off fields in no spec: {stream.drop - dropped}")
 
-    pk = stream.primary_key
-    if pk not in properties or properties[pk]["type"] != ["string", "null"]:
-        raise SpecError(f"{stream.label}: primary key {pk!r} missing or not a string")
-    properties[pk] = {"type": ["string"]}
+    for pk in stream.primary_keys:
+        if pk not in properties or properties[pk]["type"] != ["string", "null"]:
+            raise SpecError(f"{stream.label}: primary key {pk!r} missing or not a string")
+        properties[pk] = {"type": ["string"]}
 
     for name, extra in stream.extras.items():
         if name in properties:
@@ -488,7 +519,8 @@ def generate(specs_dir: Path) -> dict[str, str]:
     """Return {"<provider>/<stream>.json": file content} for every stream."""
     cache: dict[str, Spec] = {}
     return {
-        f"{s.provider}/{s.name}.json": render(build_stream(s, specs_dir, cache)) for s in STREAMS
+        f"{s.provider}/{s.name}.json": render(build_stream(s, specs_dir, cache))
+        for s in stream_defs()
     }
 
 

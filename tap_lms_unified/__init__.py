@@ -1,1 +1,1 @@
-"""Singer tap for the unified LMS APIs of Kombo and Bindbee."""
+"""Singer tap for unified LMS APIs: the providers are in `providers/`, one module each."""

@@ -15,7 +15,7 @@ class AuthenticationError(LmsAPIError):
 
 
 class IntegrationNotReadyError(LmsAPIError):
-    """The provider has not finished the integration's first sync (e.g. Kombo's 409)."""
+    """The provider has not finished the integration's first sync (e.g. a 409)."""
 
 
 class TLSError(LmsAPIError):

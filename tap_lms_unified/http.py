@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import requests
@@ -35,14 +35,12 @@ if t.TYPE_CHECKING:
 class RateBudget:
     """Keeps one tenant under its request budget, proactively and from the API's headers.
 
-    `per_minute` caps requests in any rolling 60 s window (Bindbee: 200 per token).
+    `per_minute` caps requests in any rolling 60 s window (a provider's published budget).
     After each response the provider's `*ratelimit-remaining`/`-reset` headers are read:
-    when nothing remains, the next request waits for the reset (Kombo sends these).
+    when nothing remains, the next request waits for the reset.
     """
 
-    def __init__(
-        self, per_minute: int | None, *, reset_is_epoch: bool = False, max_wait: float = 300
-    ) -> None:
+    def __init__(self, per_minute: int | None, *, reset_is_epoch: bool, max_wait: float) -> None:
         self.per_minute = per_minute
         self.max_wait = max_wait  # never wait longer than this for a reset header
         self.window = 60.0
@@ -95,12 +93,12 @@ def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float
             when = None
         if when is not None:
             if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
     reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
     if reset and reset.strip().replace(".", "", 1).isdigit():
         value = float(reset)
-        # Bindbee sends Unix seconds; Kombo sends seconds from now. A huge value is a date.
+        # Unix seconds or seconds from now (`Provider.reset_is_epoch`). A huge value is a date.
         if reset_is_epoch or value > 1_000_000_000:
             return max(0.0, value - time.time())
         return value

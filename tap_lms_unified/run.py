@@ -143,7 +143,7 @@ class Run:
         """Record a tenant's failure; the run goes on without it unless fail_fast is set."""
         message = self.redact(str(error))
         tenant.failure, tenant.error = f"{stream}: {message}", error
-        if self.config.get("fail_fast"):
+        if self.config["fail_fast"]:
             self.prefetcher.close()
             raise error
         if len(self.tenants) > 1:  # with one tenant, the run's own error says it

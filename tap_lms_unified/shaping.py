@@ -14,7 +14,7 @@ import math
 import re
 import typing as t
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -85,9 +85,9 @@ def utc_iso(value: object) -> str | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except (OverflowError, ValueError):  # e.g. year 0001 with a positive offset
         return None
 
@@ -95,7 +95,7 @@ def utc_iso(value: object) -> str | None:
 def parse_utc(value: str) -> datetime:
     """A timestamp string as an aware datetime (naive ones are taken as UTC)."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

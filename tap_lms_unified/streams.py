@@ -641,11 +641,11 @@ class LmsStream(RESTStream[str | None]):
 class PairedStream(LmsStream):
     """A stream that shares one walk of its endpoint with a partner stream.
 
-    Kombo nests progress in users and revisions in courses. When both streams of a pair
-    are selected the endpoint is walked once: the stream synced first (the SDK syncs in
-    name order) writes its partner's rows to a temporary spool file per tenant, which the
-    partner then reads. Memory stays flat and each stream keeps the SDK's own sync, state
-    and SCHEMA handling.
+    An API may nest one stream's rows in another's records (progress in users, say).
+    When both streams of a pair are selected the endpoint is walked once: the stream
+    synced first (the SDK syncs in name order) writes its partner's rows to a temporary
+    spool file per tenant, which the partner then reads. Memory stays flat and each stream
+    keeps the SDK's own sync, state and SCHEMA handling.
     """
 
     partner: t.ClassVar[str]

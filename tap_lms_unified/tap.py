@@ -246,10 +246,11 @@ class TapLmsUnified(Tap):
                     f"'page_size' must be between 1 and {provider.page_size_max} for "
                     f"{provider.name}, got {size!r}"
                 )
-        if (config.get("max_retries") or 0) < 0:
+        # Settings with a default are filled in by the SDK; only an explicit null is None.
+        if config["max_retries"] is not None and config["max_retries"] < 0:
             errors.append(f"'max_retries' must not be negative, got {config['max_retries']!r}")
         for name in ("request_timeout", "max_concurrency", "max_response_bytes"):
-            if config.get(name) is not None and config[name] <= 0:
+            if config[name] is not None and config[name] <= 0:
                 errors.append(f"'{name}' must be greater than 0, got {config[name]!r}")
         errors.extend(_api_url_errors(config))
         if errors:
@@ -293,7 +294,7 @@ class TapLmsUnified(Tap):
                     )
         for warning in provider.warnings(config):
             self.logger.warning(warning)
-        if config.get("tls_verify") is False:
+        if config["tls_verify"] is False:
             self.logger.warning(
                 "Setting 'tls_verify' is false: TLS certificates are NOT verified; the API "
                 "key and tokens could be read by anyone who can intercept the connection."
@@ -346,7 +347,7 @@ def _api_url_errors(config: Mapping[str, t.Any]) -> list[str]:
     if (
         url.scheme == "http"
         and not _is_loopback(url.hostname)
-        and not config.get("allow_insecure_http")
+        and not config["allow_insecure_http"]
     ):
         return [
             "'api_url' must use https for a non-loopback host: the API key would travel in "

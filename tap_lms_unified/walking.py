@@ -133,7 +133,7 @@ class Prefetcher:
 class Spool:
     """Rows written to an anonymous temporary file and read back once.
 
-    Paired streams (Kombo's users+progress, courses+course_revisions) share one walk: the
+    Paired streams (users+progress, say) share one walk: the
     stream synced first spools its partner's rows here, and the partner reads them back.
     """
 

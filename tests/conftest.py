@@ -7,25 +7,57 @@ import copy
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 import typing as t
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pytest
 
-from tap_lms_unified.providers import bindbee, kombo
+from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
+
+if t.TYPE_CHECKING:
+    from tap_lms_unified.streams import LmsStream
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT.parent / "shared" / "specs"
 KOMBO_TENANT = "sandbox:acme"
 BINDBEE_TOKEN = "sandbox-connector-acme"
-# The tap's own stream lists (`name` is a class attribute of each stream class).
-KOMBO_STREAMS = tuple(str(vars(stream)["name"]) for stream in kombo.STREAMS)
-BINDBEE_STREAMS = tuple(str(vars(stream)["name"]) for stream in bindbee.STREAMS)
+
+
+# --------------------------------------------------------- the provider modules' facts
+
+
+def stream_classes(provider: str) -> dict[str, type[LmsStream]]:
+    """A provider's stream classes by name, in discovery order."""
+    # The SDK types `name` as an instance attribute; the stream classes declare it.
+    return {str(getattr(cls, "name")): cls for cls in PROVIDERS[provider].streams}  # noqa: B009
+
+
+def primary_keys(provider: str, stream: str) -> tuple[str, ...]:
+    """A stream's `primary_keys`, as its class declares them."""
+    return tuple(getattr(stream_classes(provider)[stream], "primary_keys"))  # noqa: B009
+
+
+def primary_key(provider: str, stream: str) -> str:
+    """The one primary key of a stream (every stream of the tap has one)."""
+    (key,) = primary_keys(provider, stream)
+    return key
+
+
+def relations_of(provider: str, stream: str) -> tuple[str, ...]:
+    """The fields of a stream that are relations, emitted as ids (Bindbee's `relations`)."""
+    return tuple(getattr(stream_classes(provider)[stream], "relations", ()))
+
+
+KOMBO_STREAMS = tuple(stream_classes("kombo"))
+BINDBEE_STREAMS = tuple(stream_classes("bindbee"))
 
 
 @dataclass
@@ -119,6 +151,88 @@ def cli_command(config_file: Path, state_file: Path | None = None) -> list[str]:
     if state_file is not None:
         command += ["--state", str(state_file)]
     return command
+
+
+def write_json(path: Path, data: t.Any) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of the tap's process: as in production (stdout buffered as the tap
+    chooses; no warning filters of this test process)."""
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+@dataclass
+class CliRun:
+    """One run of `python -m tap_lms_unified`: exit code, parsed stdout, stderr."""
+
+    returncode: int
+    stdout_lines: list[str]
+    stderr: str
+    killed_after: int | None = None
+
+    @cached_property
+    def messages(self) -> list[dict]:
+        """The Singer messages on stdout (one JSON document a line)."""
+        return [json.loads(line) for line in self.stdout_lines if line.strip()]
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(self.stdout_lines)
+
+    @property
+    def states(self) -> list[dict]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    def records(self, stream: str) -> list[dict]:
+        return [
+            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
+        ]
+
+    def count(self, kind: str) -> int:
+        """How many messages of a type (RECORD, STATE, ...)."""
+        return sum(1 for m in self.messages if m["type"] == kind)
+
+    @property
+    def text(self) -> str:
+        return self.stdout + "\n" + self.stderr
+
+
+def run_cli(
+    config: dict,
+    tmp_path: Path,
+    *,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    args: t.Sequence[str] = (),
+    timeout: float = 120,
+    name: str = "run",
+) -> CliRun:
+    """Run the tap's CLI to completion (a sandbox keeps running in this process).
+
+    `args` are appended (`--discover`, ...: their output is `.stdout`); the files are
+    written to `tmp_path/<name>-*`.
+    """
+    config_file = write_json(tmp_path / f"{name}-config.json", config)
+    state_file = None if state is None else write_json(tmp_path / f"{name}-state.json", state)
+    command = cli_command(config_file, state_file)
+    if catalog is not None:
+        command += ["--catalog", str(write_json(tmp_path / f"{name}-catalog.json", catalog))]
+    result = subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+        env=cli_env(),
+    )
+    return CliRun(result.returncode, result.stdout.split("\n"), result.stderr)
 
 
 @pytest.fixture

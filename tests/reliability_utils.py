@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import subprocess
 import threading
 import time
 import typing as t
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Sandbox
 from tests.conftest import (
     BINDBEE_STREAMS,
@@ -21,17 +19,21 @@ from tests.conftest import (
     KOMBO_STREAMS,
     KOMBO_TENANT,
     ROOT,
+    CliRun,
     TapRun,
     cli_command,
+    cli_env,
+    primary_key,
     run_tap,
+    stream_classes,
+    write_json,
 )
-
-#: Primary key of each stream (all streams but Kombo's progress use `id`).
-KEY = {"progress": "progress_id"}
 
 
 def key_of(stream: str) -> str:
-    return KEY.get(stream, "id")
+    """A stream's primary key, whichever provider's it is (same-named streams share it)."""
+    (key,) = {primary_key(p, stream) for p in PROVIDERS if stream in stream_classes(p)}
+    return key
 
 
 # ------------------------------------------------------------------ expected data
@@ -120,74 +122,6 @@ def bookmark_values(state: dict, stream: str) -> list[t.Any]:
 
 
 # ------------------------------------------------------------------ the real CLI
-
-
-def write_json(path: Path, data: t.Any) -> Path:
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-def cli_env() -> dict[str, str]:
-    """The environment of the tap's process: as in production (stdout buffered as the tap
-    chooses; no warning filters of this test process)."""
-    env = dict(os.environ)
-    env.pop("PYTHONUNBUFFERED", None)
-    env.pop("PYTHONWARNINGS", None)
-    return env
-
-
-@dataclass
-class CliRun:
-    """One run of `python -m tap_lms_unified`: exit code, parsed stdout, stderr."""
-
-    returncode: int
-    stdout_lines: list[str]
-    stderr: str
-    killed_after: int | None = None
-    messages: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.messages = [json.loads(line) for line in self.stdout_lines if line.strip()]
-
-    @property
-    def states(self) -> list[dict]:
-        return [m["value"] for m in self.messages if m["type"] == "STATE"]
-
-    def records(self, stream: str) -> list[dict]:
-        return [
-            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
-        ]
-
-    def count(self, kind: str) -> int:
-        """How many messages of a type (RECORD, STATE, ...)."""
-        return sum(1 for m in self.messages if m["type"] == kind)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.stdout_lines) + "\n" + self.stderr
-
-
-def run_cli(
-    config: dict,
-    tmp_path: Path,
-    *,
-    state: dict | None = None,
-    timeout: float = 60,
-    name: str = "run",
-) -> CliRun:
-    """Run the tap's CLI to completion (the sandbox keeps running in this process)."""
-    config_file = write_json(tmp_path / f"{name}-config.json", config)
-    state_file = None if state is None else write_json(tmp_path / f"{name}-state.json", state)
-    result = subprocess.run(
-        cli_command(config_file, state_file),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=ROOT,
-        env=cli_env(),
-    )
-    return CliRun(result.returncode, result.stdout.split("\n"), result.stderr)
 
 
 def run_cli_until(

@@ -1,10 +1,12 @@
 """Contract tests: the committed stream schemas against the vendors' OpenAPI specs.
 
-The specs are read here independently of ``scripts/generate_schemas.py`` (own
-`$ref` resolution, own model table, own lists of deliberate deviations), so a bug
-in the generator is not mirrored by the test. Every property of every model, at
-every depth, is one test case named ``<model>:<path>`` (``a.b`` for a nested
-property, ``a[]`` for array items).
+The streams, their keys, split-off fields and relations are the provider modules'; where
+in the specs each stream's records are is `scripts/generate_schemas.py`'s table
+(`stream_defs`). Everything else is done here independently of the generator (own `$ref`
+resolution, own reading of the models, own lists of deliberate deviations), so a bug in
+its conversion is not mirrored by the test. Every property of every model, at every
+depth, is one test case named ``<provider>/<stream>:<path>`` (``a.b`` for a nested
+property, ``a[]`` for array items; ``#2`` marks a stream's second model).
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import jsonschema
 import pytest
 import yaml
 
+from scripts import generate_schemas
+from tap_lms_unified.providers import PROVIDERS
+from tests.conftest import primary_key, relations_of, stream_classes
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = REPO_ROOT.parent / "shared" / "specs"
 SCHEMAS_DIR = REPO_ROOT / "tap_lms_unified" / "schemas"
 GENERATOR = REPO_ROOT / "scripts" / "generate_schemas.py"
 NO_SPECS = f"vendor specs not found at {SPECS_DIR} (expected beside the repo)"
-
-KOMBO_CURRENT = "kombo/kombo-openapi.2026-05-01.api-evangelist.json"
-KOMBO_LEGACY = "kombo/kombo-openapi.2025-11-19.acaloiaro-0.0.1.json"
-KOMBO_RESULTS = ("properties", "data", "properties", "results", "items")
 
 JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
 # One sample per JSON type, for "accepts any JSON value".
@@ -40,135 +42,75 @@ ANY_SAMPLES: tuple[Any, ...] = ("x", 3, 2.5, True, {"a": [1]}, [1, "b", None], N
 
 @dataclass(frozen=True)
 class Model:
-    """A record model in a spec and the schema file that must cover it."""
+    """A record model in a spec and the stream (schema file) that must cover it."""
 
     label: str
+    stream: str  # <provider>/<stream>
     spec: str
     pointer: tuple[str, ...]  # from the spec root down to the record schema
-    schema_file: str
-    excluded: frozenset[str] = frozenset()  # top-level fields deliberately not in the file
+    key: str  # the stream's primary key
+    excluded: frozenset[str]  # the stream's split-off fields: deliberately not in the file
+    relations: tuple[str, ...]  # the stream's relations, kept as ids
+
+    @property
+    def provider(self) -> str:
+        return self.stream.split("/")[0]
+
+    @property
+    def schema_file(self) -> str:
+        return f"{self.stream}.json"
 
 
-def _kombo(label: str, component: str, schema_file: str, *more: str, **kw: Any) -> Model:
-    spec = kw.pop("spec", KOMBO_CURRENT)
-    pointer = ("components", "schemas", component, *KOMBO_RESULTS, *more)
-    return Model(label, spec, pointer, schema_file, **kw)
+def _models() -> tuple[Model, ...]:
+    models = []
+    for stream in generate_schemas.stream_defs():
+        provider, name = stream.provider, stream.name
+        for number, source in enumerate(stream.sources, 1):
+            response = ("paths", source.http_path, "get", "responses", "200", "content")
+            models.append(
+                Model(
+                    label=stream.label + ("" if number == 1 else f"#{number}"),
+                    stream=stream.label,
+                    spec=source.spec,
+                    pointer=(*response, "application/json", "schema", *source.steps),
+                    key=primary_key(provider, name),
+                    excluded=frozenset(stream_classes(provider)[name].split_off),
+                    relations=relations_of(provider, name),
+                )
+            )
+    return tuple(models)
 
 
-def _bindbee(model: str) -> Model:
-    pointer = (
-        "paths",
-        f"/api/lms/v1/{model}",
-        "get",
-        "responses",
-        "200",
-        "content",
-        "application/json",
-        "schema",
-        "properties",
-        "items",
-        "items",
-    )
-    return Model(
-        f"bindbee/{model}",
-        f"bindbee/bindbee-{model}-api-openapi.yml",
-        pointer,
-        f"bindbee/{model}.json",
-    )
-
-
-MODELS: tuple[Model, ...] = (
-    _kombo("kombo/users", "GetLmsUsersPositiveResponse", "kombo/users.json"),
-    _kombo(
-        "kombo/legacy-users",
-        "GetLmsUsersPositiveResponse",
-        "kombo/users.json",
-        spec=KOMBO_LEGACY,
-        excluded=frozenset({"progress"}),
-    ),
-    _kombo(
-        "kombo/legacy-progress",
-        "GetLmsUsersPositiveResponse",
-        "kombo/progress.json",
-        "properties",
-        "progress",
-        "items",
-        spec=KOMBO_LEGACY,
-    ),
-    _kombo(
-        "kombo/course_progressions",
-        "GetLmsCourseProgressionsPositiveResponse",
-        "kombo/course_progressions.json",
-    ),
-    _kombo(
-        "kombo/courses",
-        "GetLmsCoursesPositiveResponse",
-        "kombo/courses.json",
-        excluded=frozenset({"revisions"}),
-    ),
-    _kombo(
-        "kombo/course_revisions",
-        "GetLmsCoursesPositiveResponse",
-        "kombo/course_revisions.json",
-        "properties",
-        "revisions",
-        "items",
-    ),
-    _kombo("kombo/skills", "GetLmsSkillsPositiveResponse", "kombo/skills.json"),
-    *(
-        _bindbee(m)
-        for m in (
-            "users",
-            "enrollments",
-            "completions",
-            "courses",
-            "contents",
-            "skills",
-            "categories",
-        )
-    ),
-)
-
+MODELS = _models()
 SCHEMA_FILES = tuple(sorted({m.schema_file for m in MODELS}))
-PRIMARY_KEYS = {f: "progress_id" if f == "kombo/progress.json" else "id" for f in SCHEMA_FILES}
+PRIMARY_KEYS = {m.schema_file: m.key for m in MODELS}
 
 _DT: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
-_KOMBO: dict[str, dict[str, Any]] = {
-    "_sdc_deleted_at": _DT,
-    "integration_id": {"type": ["string"]},
-}
-_BINDBEE: dict[str, dict[str, Any]] = {"connector_name": {"type": ["string"]}}
-# Fields the tap adds to a stream (not in any spec), with their exact schema.
-EXTRAS: dict[str, dict[str, dict[str, Any]]] = {
-    "kombo/users.json": _KOMBO,
-    "kombo/progress.json": {
-        "user_id": {"type": ["string", "null"]},
-        "user_changed_at": _DT,
-        **_KOMBO,
-    },
-    "kombo/course_progressions.json": _KOMBO,
-    "kombo/courses.json": _KOMBO,
-    "kombo/course_revisions.json": _KOMBO,
-    "kombo/skills.json": _KOMBO,
-    **{
-        f"bindbee/{model}.json": _BINDBEE
-        for model in (
-            "users",
-            "enrollments",
-            "completions",
-            "courses",
-            "contents",
-            "skills",
-            "categories",
-        )
-    },
+# Fields the tap adds to a stream (not in any spec), with their exact schema: the tenant
+# field in every stream, ...
+TENANT_FIELDS = {name: {p.tenant_field: {"type": ["string"]}} for name, p in PROVIDERS.items()}
+# ... Kombo's deletions in every Kombo stream, ...
+PROVIDER_EXTRAS: dict[str, dict[str, dict[str, Any]]] = {"kombo": {"_sdc_deleted_at": _DT}}
+# ... and the parent user of a progress row.
+STREAM_EXTRAS: dict[str, dict[str, dict[str, Any]]] = {
+    "kombo/progress.json": {"user_id": {"type": ["string", "null"]}, "user_changed_at": _DT},
 }
 
+
+def extras(rel: str) -> dict[str, dict[str, Any]]:
+    provider = rel.split("/", maxsplit=1)[0]
+    return {
+        **TENANT_FIELDS[provider],
+        **PROVIDER_EXTRAS.get(provider, {}),
+        **STREAM_EXTRAS.get(rel, {}),
+    }
+
+
 # Deliberate deviations from the spec (each must still match a spec field):
-# plain-string dates the tap normalises to ISO-8601 UTC ...
+# plain-string dates the tap normalises to ISO-8601 UTC, by stream ...
 DATE_TIME_OVERRIDES = {
-    ("kombo/legacy-progress", "enrollment_date"),
-    ("kombo/legacy-progress", "completion_date"),
+    ("kombo/progress", "enrollment_date"),
+    ("kombo/progress", "completion_date"),
     ("bindbee/enrollments", "start_date"),
     ("bindbee/completions", "started_at"),
     ("bindbee/completions", "completed_at"),
@@ -176,22 +118,8 @@ DATE_TIME_OVERRIDES = {
 # ... integers the real APIs send as fractions (Bindbee's completion `score`: 87.5),
 # widened to `number` so such records still match their SCHEMA ...
 WIDENED_TO_NUMBER = {("bindbee/completions", "score")}
-# ... Bindbee relations (spec: untyped, id string or expanded object) kept as ids ...
-RELATIONS = {
-    ("bindbee/enrollments", "user"),
-    ("bindbee/enrollments", "course"),
-    ("bindbee/enrollments", "completion"),
-    ("bindbee/completions", "user"),
-    ("bindbee/completions", "course"),
-    ("bindbee/completions", "content"),
-    ("bindbee/courses", "categories[]"),
-    ("bindbee/courses", "contents[]"),
-    ("bindbee/courses", "skills[]"),
-    ("bindbee/courses", "instructors[]"),
-    ("bindbee/contents", "categories[]"),
-    ("bindbee/contents", "skills[]"),
-    ("bindbee/contents", "courses[]"),
-}
+# ... relations (the stream classes' `relations`; spec: untyped, an id string or an
+# expanded object) kept as ids: see `relation_paths` ...
 # ... and Kombo's `integration_fields[].value`, typed null in the spec but any JSON value.
 ANY_VALUE_PATHS = {"integration_fields[].value"}
 
@@ -285,6 +213,16 @@ def walk(model: Model) -> list[tuple[str, SpecField, bool]]:
     return out
 
 
+def relation_paths(model: Model) -> set[str]:
+    """Where a model's relations hold ids: the field, or its items when the spec has a list."""
+    doc, properties = load_spec(model.spec), spec_record(model)["properties"]
+    return {
+        f"{name}[]" if "array" in describe(doc, properties[name]).types else name
+        for name in model.relations
+        if name in properties
+    }
+
+
 # --------------------------------------------------------------------------- our schemas
 
 
@@ -343,10 +281,11 @@ def _cases() -> list[Any]:
     ]
 
 
-def _models_with_exclusions() -> list[Any]:
+def _streams_with(attribute: str) -> list[Any]:
+    """The streams (schema files) whose models have a split-off field or a relation."""
     if not SPECS_DIR.is_dir():
         return [pytest.param(None, marks=pytest.mark.skip(reason=NO_SPECS))]
-    return [pytest.param(m, id=m.label) for m in MODELS if m.excluded]
+    return sorted({m.schema_file for m in MODELS if getattr(m, attribute)})
 
 
 def _needs_specs() -> None:
@@ -359,7 +298,8 @@ def test_field_matches_spec(model: Model, path: str, spec: SpecField, is_propert
     rel = model.schema_file
     ours = our_field(rel, path)
     types = our_types(ours)
-    key = (model.label, path)
+    key = (model.stream, path)
+    relations = relation_paths(model)
 
     assert "enum" not in ours, f"{rel} `{path}`: enums must be dropped (open enums)"
     assert "pattern" not in ours, f"{rel} `{path}`: patterns must be dropped"
@@ -378,8 +318,8 @@ def test_field_matches_spec(model: Model, path: str, spec: SpecField, is_propert
         # The SDK's record conformance needs a `type`: `{}` crashes it on lists.
         assert set(JSON_TYPES) - {"integer"} <= types, f"{rel} `{path}` must list all types"
         return
-    if key in RELATIONS or (spec.untyped and not spec.types):
-        assert key in RELATIONS, f"`{path}` is untyped in the spec and not a known relation"
+    if path in relations or (spec.untyped and not spec.types):
+        assert path in relations, f"`{path}` is untyped in the spec and not a known relation"
         assert non_null == {"string"}, f"{rel} relation `{path}` must be an id string"
         assert accepts(ours, "018b18ef-c487-703c-afd9-0ca478ccd9d6")
         return
@@ -427,22 +367,37 @@ def test_no_fields_beyond_spec_and_extras(rel: str) -> None:
     for model in MODELS:
         if model.schema_file == rel:
             expected |= {path for path, _, _ in walk(model)}
-    extras = EXTRAS.get(rel, {})
-    expected |= set(extras)
+    added = extras(rel)
+    expected |= set(added)
     actual = all_paths(our_schema(rel))
     assert actual - expected == set(), f"{rel}: fields in neither spec nor extras"
     assert expected - actual == set(), f"{rel}: fields missing"
-    for name, schema in extras.items():
+    for name, schema in added.items():
         assert our_schema(rel)["properties"][name] == schema, f"{rel}: extra `{name}`"
 
 
-@pytest.mark.parametrize("model", _models_with_exclusions())
-def test_split_off_fields_are_real(model: Model) -> None:
-    """Fields split off into another stream exist in the spec (else the split is stale)."""
-    properties = spec_record(model)["properties"]
-    assert model.excluded <= set(properties), f"{model.label}: {model.excluded} not in spec"
-    for name in model.excluded:
-        assert name not in our_schema(model.schema_file)["properties"]
+def _stream_fields(rel: str) -> set[str]:
+    """The top-level fields of all of a stream's models, in the specs."""
+    return {name for m in MODELS if m.schema_file == rel for name in spec_record(m)["properties"]}
+
+
+@pytest.mark.parametrize("rel", _streams_with("excluded"))
+def test_split_off_fields_are_real(rel: str) -> None:
+    """Fields split off into another stream exist in a spec (else the split is stale)."""
+    (excluded,) = {m.excluded for m in MODELS if m.schema_file == rel}
+    assert excluded <= _stream_fields(rel), f"{rel}: {excluded - _stream_fields(rel)} not in spec"
+    for name in excluded:
+        assert name not in our_schema(rel)["properties"]
+
+
+@pytest.mark.parametrize("rel", _streams_with("relations"))
+def test_relations_are_untyped_in_the_spec(rel: str) -> None:
+    """Each relation is a spec field that is untyped (or a list of untyped items)."""
+    (model,) = [m for m in MODELS if m.schema_file == rel]
+    assert set(model.relations) <= _stream_fields(rel), f"{rel}: relations not in the spec"
+    cases = {path: field for path, field, _ in walk(model)}
+    for path in relation_paths(model):
+        assert cases[path].untyped, f"{rel} `{path}`: typed in the spec, not a relation"
 
 
 @pytest.mark.parametrize("rel", SCHEMA_FILES)

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 import pytest
 
 from tap_lms_unified.errors import PaginationLoopError
+from tap_lms_unified.providers import PROVIDERS as REGISTRY
 from tap_lms_unified.sandbox import Fault, Sandbox
-from tests.conftest import bindbee_config, kombo_config, run_tap
+from tests.conftest import bindbee_config, kombo_config, run_cli, run_tap
 from tests.reliability_utils import (
     assert_exact_records,
     bookmark_values,
     expected_ids,
     record_set_diff,
-    run_cli,
 )
 
-PROVIDERS = ("kombo", "bindbee")
+PROVIDERS = tuple(REGISTRY)
 #: The path every matrix fault hits, and the streams synced (the path is walked by the
 #: first of them; Kombo's users and progress share that walk).
 TARGET = {"kombo": "/lms/users", "bindbee": "/api/lms/v1/users"}

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tap_lms_unified.errors import AuthenticationError, IntegrationNotReadyError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault
 from tap_lms_unified.shaping import utc_iso
-from tests.conftest import KOMBO_TENANT, assert_unique_keys, bookmark, kombo_config, run_tap
+from tests.conftest import (
+    KOMBO_STREAMS,
+    KOMBO_TENANT,
+    assert_unique_keys,
+    bookmark,
+    kombo_config,
+    primary_key,
+    primary_keys,
+    run_tap,
+)
 
 UPDATED_AFTER = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-KEYS = {
-    "users": ("id",),
-    "progress": ("progress_id",),
-    "course_progressions": ("id",),
-    "courses": ("id",),
-    "course_revisions": ("id",),
-    "skills": ("id",),
-}
 
 
 def walks(sb, path: str) -> int:
@@ -42,7 +43,7 @@ def test_full_sync_every_record_once(sandbox):
         ]
     }
     for stream, records in stored.items():
-        ids = assert_unique_keys(run, stream, KEYS[stream])
+        ids = assert_unique_keys(run, stream, primary_keys("kombo", stream))
         assert sorted(i for (i,) in ids) == sorted(r["id"] for r in records), stream
     # several pages were needed (page_size 25 < 60 users)
     user_pages = [r for r in sandbox.requests if r.path == "/lms/users"]
@@ -59,11 +60,12 @@ def test_progress_rows_equal_nested_items(sandbox):
         for item in user["progress"]:
             expected.append((user["id"], item))
     rows = run.records("progress")
-    assert_unique_keys(run, "progress", ("progress_id",))
+    pk = primary_key("kombo", "progress")
+    assert_unique_keys(run, "progress", (pk,))
     assert len(rows) == len(expected) == 60 * 3
-    by_id = {r["progress_id"]: r for r in rows}
+    by_id = {r[pk]: r for r in rows}
     for user_id, item in expected:
-        row = by_id[item["progress_id"]]
+        row = by_id[item[pk]]
         assert row["user_id"] == user_id
         for key, value in item.items():
             if key in ("enrollment_date", "completion_date"):
@@ -78,7 +80,7 @@ def test_paired_streams_walk_once_and_one_schema_each(sandbox):
     run = run_tap(kombo_config(sandbox))
     assert walks(sandbox, "/lms/users") == 1
     assert walks(sandbox, "/lms/courses") == 1
-    for stream in KEYS:
+    for stream in KOMBO_STREAMS:
         assert len(run.schemas(stream)) == 1, stream
     # revisions: one row per nested revision, with the course's id
     courses = sandbox.records("kombo", KOMBO_TENANT, "courses")
@@ -88,8 +90,8 @@ def test_paired_streams_walk_once_and_one_schema_each(sandbox):
     assert all("revisions" not in c for c in run.records("courses"))
     # state does not grow with the data: one bookmark per stream and tenant
     state = run.final_state
-    assert set(state["bookmarks"]) == set(KEYS)
-    for stream in KEYS:
+    assert set(state["bookmarks"]) == set(KOMBO_STREAMS)
+    for stream in KOMBO_STREAMS:
         partitions = state["bookmarks"][stream]["partitions"]
         assert [p["context"] for p in partitions] == [{"integration_id": KOMBO_TENANT}]
         assert ISO_UTC.match(bookmark(state, stream))
@@ -114,7 +116,7 @@ def test_current_user_shape_gives_empty_progress(sandbox):
 
 def test_records_are_typed_for_targets(sandbox):
     run = run_tap(kombo_config(sandbox))
-    for stream in KEYS:
+    for stream in KOMBO_STREAMS:
         schema = run.schemas(stream)[0]["schema"]["properties"]
         times = [k for k, v in schema.items() if v.get("format") == "date-time"]
         assert times, stream
@@ -170,10 +172,10 @@ def test_bookmark_never_passes_the_sync_start(sandbox):
     sandbox.inject(
         Fault(provider="kombo", path="/lms/skills", kind="status", status=200, body=body)
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     before = utc_iso(now.replace(microsecond=now.microsecond // 1000 * 1000).isoformat())
     run = run_tap(kombo_config(sandbox), select={"skills"})
-    after = utc_iso(datetime.now(timezone.utc).isoformat())
+    after = utc_iso(datetime.now(UTC).isoformat())
     assert run.records("skills")[0]["changed_at"] == "2099-01-01T00:00:00.000000Z"
     assert before <= bookmark(run.final_state, "skills") <= after
 

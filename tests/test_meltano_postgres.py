@@ -331,8 +331,8 @@ def test_meltano_yml_declares_the_tap() -> None:
     )
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     extractors = {p["name"]: p for p in project["plugins"]["extractors"]}
-    tap = extractors["tap-lms-unified"]
-    assert tap["namespace"] == "tap_lms_unified"
+    tap = extractors["tap-lms-unified--base"]
+    assert tap["namespace"] == "tap_lms_unified__base"
     assert tap["pip_url"] == "-e ."
     assert tap["executable"] == "tap-lms-unified"
     assert sorted(tap["capabilities"]) == sorted(about["capabilities"])
@@ -347,10 +347,91 @@ def test_meltano_yml_declares_the_tap() -> None:
         assert bool(setting.get("sensitive")) == secret, f"{name}: sensitive should be {secret}"
     assert declared["api_key"]["sensitive"]
     assert declared["connector_token"]["sensitive"]
-    bindbee = extractors["tap-lms-unified--bindbee"]
-    assert bindbee["inherit_from"] == "tap-lms-unified"
-    assert bindbee["config"]["provider"] == "bindbee"
+    assert "config" not in tap, "the shared definition must set nothing one provider lacks"
+    # Siblings: an inheriting plugin gets its parent's whole configuration.
+    for name, provider in (("tap-lms-unified", "kombo"), ("tap-lms-unified--bindbee", "bindbee")):
+        assert extractors[name]["inherit_from"] == "tap-lms-unified--base", name
+        assert extractors[name]["config"] == {"provider": provider}, name
+        assert extractors[name]["load_schema"] == provider, name
     assert project["default_environment"] == "sandbox"
+
+
+# The README's prod example: each extractor's variables, and only those, reach it.
+PROD_ENV = {
+    "TAP_LMS_UNIFIED_API_KEY": "kombo-api-key",
+    "TAP_LMS_UNIFIED_INTEGRATION_ID": "docebo:8Xi6",
+    "TAP_LMS_UNIFIED__BINDBEE_API_KEY": "bindbee-api-key",
+    "TAP_LMS_UNIFIED__BINDBEE_CONNECTOR_TOKEN": "bindbee-connector-token",
+}
+PROD_CONFIG = {
+    "tap-lms-unified": {
+        "provider": "kombo",
+        "api_key": "kombo-api-key",
+        "integration_id": "docebo:8Xi6",
+    },
+    "tap-lms-unified--bindbee": {
+        "provider": "bindbee",
+        "api_key": "bindbee-api-key",
+        "connector_token": "bindbee-connector-token",
+    },
+}
+
+
+def plain_meltano(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`meltano ...` found on PATH, as the README runs it (no wrapper script)."""
+    env = {**env, "PATH": f"{MELTANO.parent}{os.pathsep}{env.get('PATH', '')}"}
+    env.pop("MELTANO_PROJECT_ROOT", None)
+    env.pop("MELTANO_ENVIRONMENT", None)
+    done = subprocess.run(
+        ["meltano", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"meltano {' '.join(args)}:\n{summarise(done.stderr)}"
+    return done
+
+
+def test_readme_prod_example_names_these_variables() -> None:
+    section = (ROOT / "README.md").read_text().split("## Meltano and PostgreSQL")[1]
+    section = section.split("\n## ")[0]
+    exported = set(re.findall(r"\b(TAP_LMS_UNIFIED\w*)=", section))
+    assert exported == set(PROD_ENV)
+    for extractor in PROD_CONFIG:
+        assert f"meltano --environment=prod config print {extractor} " in section
+        assert f"meltano --environment=prod run {extractor} target-postgres" in section
+
+
+@pytest.mark.meltano
+def test_prod_config_reaches_its_own_extractor_only(meltano_env: dict[str, str]) -> None:
+    """`meltano config print` shows what each tap gets; the Bindbee tap warns of nothing.
+
+    Inheriting from the Kombo extractor, the Bindbee one got TAP_LMS_UNIFIED_INTEGRATION_ID
+    (and TAP_LMS_UNIFIED_API_KEY when its own key was unset), and its tap logged "Setting
+    'integration_id' applies to the other provider".
+    """
+    env = {**meltano_env, **PROD_ENV}
+    for extractor, expected in PROD_CONFIG.items():
+        printed = plain_meltano(env, "--environment=prod", "config", "--unsafe", "print", extractor)
+        assert json.loads(printed.stdout) == expected, extractor
+        redacted = json.loads(
+            plain_meltano(env, "--environment=prod", "config", "print", extractor).stdout
+        )
+        assert sorted(redacted) == sorted(expected), extractor
+        # --discover validates the configuration (and logs its warnings) without a request;
+        # --about does not validate.
+        log = plain_meltano(env, "--environment=prod", "invoke", extractor, "--discover").stderr
+        assert "applies to the other provider" not in log, log[-2000:]
+        assert not re.search(r"\[(warning|error)", log), log[-2000:]
+    # A Bindbee key left unset stays unset: the Kombo key is not inherited.
+    del env["TAP_LMS_UNIFIED__BINDBEE_API_KEY"]
+    printed = plain_meltano(
+        env, "--environment=prod", "config", "--unsafe", "print", "tap-lms-unified--bindbee"
+    )
+    assert "api_key" not in json.loads(printed.stdout)
 
 
 @pytest.mark.postgres
@@ -501,3 +582,111 @@ def test_bindbee_failed_run_soft_deletes_nothing(
     assert len(sandbox.records("bindbee", BINDBEE_CONNECTOR, "users")) == users
     marked = pipe.count("users", "_sdc_deleted_at IS NOT NULL")
     assert marked == 0, f"{marked} of {users} users soft-deleted though none left the source"
+
+
+# ---------------------------------------------------------------- object nulls
+
+# Tables whose rows are the API's records (same id), and the sandbox model behind each.
+OBJECT_TABLES = {
+    "kombo": {
+        "users": "users",
+        "courses": "courses",
+        "skills": "skills",
+        "course_progressions": "course-progressions",
+    },
+    "bindbee": {name: name for name in BINDBEE_STREAMS},
+}
+
+
+def object_columns(schema: dict) -> list[str]:
+    """The properties target-postgres stores as jsonb (object-typed)."""
+    found = []
+    for name, prop in schema["properties"].items():
+        types = prop.get("type")
+        if "object" in ([types] if isinstance(types, str) else types or []):
+            found.append(name)
+    return found
+
+
+def sent_by_api(provider: str, record: dict, column: str) -> t.Any:
+    """The value the API serves the tap (Bindbee sends raw_data only when asked)."""
+    if provider == "bindbee" and column == "raw_data":
+        return None  # include_raw_data is off by default
+    return record.get(column)
+
+
+def check_object_nulls(
+    pipe: Pipeline, tap: TapLmsUnified, sb: Sandbox, provider: str, tenant: str
+) -> Counter:
+    """Rows whose object the API sent as null hold JSON null ('null'::jsonb), not SQL NULL.
+
+    target-postgres 0.8 binds every object column as SQLAlchemy JSONB(none_as_null=False),
+    so a null (or absent) object becomes JSON null, and the README says so. The README's
+    query, `NULLIF(col, 'null'::jsonb) IS NULL`, finds exactly the rows the API sent null.
+    """
+    totals: Counter = Counter()
+    for table, model in OBJECT_TABLES[provider].items():
+        records = {r["id"]: r for r in sb.records(provider, tenant, model)}
+        for column in object_columns(tap.streams[table].schema):
+            rows = pipe.query(
+                sql.SQL("SELECT id, {c} IS NULL, jsonb_typeof({c}) FROM {t}").format(
+                    c=sql.Identifier(column), t=pipe.table(table)
+                )
+            )
+            sql_null = {key for key, is_null, _ in rows if is_null}
+            json_null = {key for key, _, kind in rows if kind == "null"}
+            sent_null = {k for k, r in records.items() if sent_by_api(provider, r, column) is None}
+            documented = pipe.query(
+                sql.SQL("SELECT id FROM {t} WHERE NULLIF({c}, 'null'::jsonb) IS NULL").format(
+                    c=sql.Identifier(column), t=pipe.table(table)
+                )
+            )
+            label = f"{table}.{column}"
+            assert not sql_null, f"{label}: SQL NULL in {len(sql_null)} rows: update the README"
+            assert json_null == sent_null, f"{label}: JSON null {len(json_null)}, API {sent_null}"
+            assert {key for (key,) in documented} == sent_null, label
+            totals["rows"] += len(rows)
+            totals["api null"] += len(sent_null)
+            totals["IS NULL"] += len(sql_null)
+            totals["= 'null'::jsonb"] += len(json_null)
+    return totals
+
+
+# provider -> (extractor, tenant, the table and object column the API then nulls)
+NULLED_OBJECT = {
+    "kombo": ("tap-lms-unified", KOMBO_TENANT, "users", "remote_data"),
+    "bindbee": ("tap-lms-unified--bindbee", BINDBEE_CONNECTOR, "users", "custom_fields"),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.meltano
+@pytest.mark.parametrize("provider", sorted(NULLED_OBJECT))
+def test_null_objects_land_as_json_null(
+    meltano_env: dict[str, str], pg: PostgresCluster, sandbox: Sandbox, provider: str
+) -> None:
+    extractor, tenant, table, column = NULLED_OBJECT[provider]
+    config = (kombo_config if provider == "kombo" else bindbee_config)(sandbox)
+    tap = TapLmsUnified(config=config, validate_config=False)
+    pipe = Pipeline(extractor, meltano_env, pg, sandbox, schema=provider)
+    pipe.run()
+    first = check_object_nulls(pipe, tap, sandbox, provider, tenant)
+    assert 0 < first["api null"] < first["rows"], first
+
+    # The API nulls objects that had a value: the upsert replaces them (the old object is
+    # not kept), with JSON null again.
+    had_value = sorted(r["id"] for r in sandbox.records(provider, tenant, table) if r[column])
+    nulled = had_value[:3]
+    assert len(nulled) == 3
+    sandbox.set_fields(provider, tenant, table, nulled, {column: None})
+    pipe.run()
+    second = check_object_nulls(pipe, tap, sandbox, provider, tenant)
+    assert second["api null"] == first["api null"] + 3, (first, second)
+    after = pipe.query(
+        sql.SQL("SELECT id, {c}::text FROM {t} WHERE id = ANY(%s)").format(
+            c=sql.Identifier(column), t=pipe.table(table)
+        ),
+        nulled,
+    )
+    assert sorted(after) == [(key, "null") for key in nulled]
+    print(f"\n{provider} object columns: first run {dict(first)}, after nulling {dict(second)}")

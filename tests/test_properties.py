@@ -19,7 +19,7 @@ import json
 import re
 import typing as t
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import jsonschema
 import pytest
@@ -27,7 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tap_lms_unified.sandbox import Fault, Sandbox
-from tests.conftest import BINDBEE_STREAMS, ROOT, bindbee_config, kombo_config, run_tap
+from tests.conftest import (
+    BINDBEE_STREAMS,
+    ROOT,
+    bindbee_config,
+    kombo_config,
+    primary_key,
+    relations_of,
+    run_tap,
+)
 from tests.reliability_utils import run_tap_exact
 
 SCHEMAS = ROOT / "tap_lms_unified" / "schemas"
@@ -45,12 +53,6 @@ KOMBO_ENDPOINTS = {
     "/lms/course-progressions": ("course_progressions", None, None),
     "/lms/courses": ("courses", "course_revisions", "revisions"),
     "/lms/skills": ("skills", None, None),
-}
-BINDBEE_RELATIONS = {
-    "enrollments": ("user", "course", "completion"),
-    "completions": ("user", "course", "content"),
-    "courses": ("contents", "skills", "categories", "instructors"),
-    "contents": ("courses", "skills", "categories"),
 }
 
 
@@ -96,7 +98,7 @@ def timestamps(draw: st.DrawFn) -> str:
             min_value=datetime(1970, 1, 2),
             max_value=datetime(2099, 12, 30),
         )
-    ).replace(tzinfo=timezone.utc)
+    ).replace(tzinfo=UTC)
     form = draw(st.sampled_from(FORMS))
     offset = draw(st.sampled_from(OFFSETS)) if "offset" in form else timedelta(0)
     local = moment.astimezone(timezone(offset))
@@ -127,7 +129,7 @@ def timestamps(draw: st.DrawFn) -> str:
         text = base.replace("T", " ") + "+00:00"
     elif form == "date-only":
         day: date = moment.date()
-        moment = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
         text = day.isoformat()
     else:
         moment = moment.replace(microsecond=0)
@@ -241,15 +243,16 @@ def obj(node: dict, skip: t.Collection[str] = (), relations: t.Collection[str] =
 @st.composite
 def api_record(
     draw: st.DrawFn,
-    node: dict,
+    provider: str,
+    stream: str,
     *,
-    key: str = "id",
     skip: t.Collection[str] = TAP_FIELDS,
-    relations: t.Collection[str] = (),
     nested: dict[str, st.SearchStrategy] | None = None,
 ) -> dict:
     """A record as the API would send it: key present, other keys maybe missing, extras."""
-    record = draw(obj(node, skip={*skip, key}, relations=relations))
+    key = primary_key(provider, stream)
+    node = schema(provider, stream)
+    record = draw(obj(node, skip={*skip, key}, relations=relations_of(provider, stream)))
     record[key] = draw(st.uuids().map(str))
     for name, strategy in (nested or {}).items():
         if draw(st.booleans()):
@@ -257,49 +260,28 @@ def api_record(
     return record
 
 
-def records(strategy: st.SearchStrategy[dict], key: str = "id") -> st.SearchStrategy:
-    return st.lists(strategy, max_size=3, unique_by=lambda r: r[key])
+def records(provider: str, stream: str, **kwargs: t.Any) -> st.SearchStrategy:
+    """Up to three API records of a stream, with distinct keys."""
+    key = primary_key(provider, stream)
+    return st.lists(api_record(provider, stream, **kwargs), max_size=3, unique_by=lambda r: r[key])
 
 
 KOMBO_PAGES = st.fixed_dictionaries(
     {
         "/lms/users": records(
-            api_record(
-                schema("kombo", "users"),
-                nested={
-                    "progress": st.lists(
-                        api_record(
-                            schema("kombo", "progress"), key="progress_id", skip=PROGRESS_TAP_FIELDS
-                        ),
-                        max_size=3,
-                        unique_by=lambda p: p["progress_id"],
-                    )
-                },
-            )
+            "kombo",
+            "users",
+            nested={"progress": records("kombo", "progress", skip=PROGRESS_TAP_FIELDS)},
         ),
-        "/lms/course-progressions": records(api_record(schema("kombo", "course_progressions"))),
+        "/lms/course-progressions": records("kombo", "course_progressions"),
         "/lms/courses": records(
-            api_record(
-                schema("kombo", "courses"),
-                nested={
-                    "revisions": st.lists(
-                        api_record(schema("kombo", "course_revisions")),
-                        max_size=3,
-                        unique_by=lambda r: r["id"],
-                    )
-                },
-            )
+            "kombo", "courses", nested={"revisions": records("kombo", "course_revisions")}
         ),
-        "/lms/skills": records(api_record(schema("kombo", "skills"))),
+        "/lms/skills": records("kombo", "skills"),
     }
 )
 BINDBEE_PAGES = st.fixed_dictionaries(
-    {
-        stream: records(
-            api_record(schema("bindbee", stream), relations=BINDBEE_RELATIONS.get(stream, ()))
-        )
-        for stream in BINDBEE_STREAMS
-    }
+    {stream: records("bindbee", stream) for stream in BINDBEE_STREAMS}
 )
 
 
@@ -410,10 +392,11 @@ def test_kombo_records_come_out_typed_and_unchanged(sb, pages):
     run = run_tap_exact(kombo_config(sb))
     assert run.error is None, repr(run.error)
     for path, (stream, nested, nesting) in KOMBO_ENDPOINTS.items():
-        check_stream(run, stream, {r["id"]: r for r in pages[path]})
+        key = primary_key("kombo", stream)
+        check_stream(run, stream, {r[key]: r for r in pages[path]}, key)
         if nested is None:
             continue
-        key = "progress_id" if nested == "progress" else "id"
+        key = primary_key("kombo", nested)
         children = {}
         for parent in pages[path]:
             for child in parent.get(nesting) or ():
@@ -444,18 +427,19 @@ def test_bindbee_records_come_out_typed_and_unchanged(sb, pages):
     run = run_tap_exact(bindbee_config(sb))
     assert run.error is None, repr(run.error)
     for stream, items in pages.items():
+        key, relations = primary_key("bindbee", stream), relations_of("bindbee", stream)
         inputs = {}
         for item in items:
             row = dict(item)
-            for name in BINDBEE_RELATIONS.get(stream, ()):
+            for name in relations:
                 row.pop(name, None)  # checked below: objects become their ids
-            inputs[item["id"]] = row
-        check_stream(run, stream, inputs)
-        emitted = {r["id"]: r for r in run.records(stream)}
+            inputs[item[key]] = row
+        check_stream(run, stream, inputs, key)
+        emitted = {r[key]: r for r in run.records(stream)}
         for item in items:
-            for name in BINDBEE_RELATIONS.get(stream, ()):
+            for name in relations:
                 if name in item:
-                    assert emitted[item["id"]][name] == ids_of(item[name]), (stream, name)
+                    assert emitted[item[key]][name] == ids_of(item[name]), (stream, name)
 
 
 def ids_of(relation: t.Any) -> t.Any:

@@ -23,16 +23,16 @@ import pytest
 from tap_lms_unified.providers.kombo import format_updated_after
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.shaping import utc_iso
-from tests.conftest import KOMBO_TENANT, kombo_config, run_tap
-from tests.reliability_utils import (
+from tests.conftest import (
     KOMBO_STREAMS,
+    KOMBO_TENANT,
     CliRun,
-    bookmark_values,
-    emitted_ids,
-    expected_ids,
+    kombo_config,
+    primary_key,
     run_cli,
-    run_cli_until,
+    run_tap,
 )
+from tests.reliability_utils import bookmark_values, emitted_ids, expected_ids, run_cli_until
 
 #: Lookback of these runs: three months, so that the overlap of a rerun is not empty.
 LOOKBACK_MINUTES = 60 * 24 * 90
@@ -77,7 +77,8 @@ def check_bookmarks_follow_records(runs: list[CliRun], expected: dict[str, list[
     for number, run in enumerate(runs, 1):
         for position, message in enumerate(run.messages):
             if message["type"] == "RECORD" and message["stream"] in emitted:
-                emitted[message["stream"]].add(message["record"][_key(message["stream"])])
+                key = primary_key("kombo", message["stream"])
+                emitted[message["stream"]].add(message["record"][key])
             elif message["type"] == "STATE":
                 for stream, ids in expected.items():
                     if bookmark_values(message["value"], stream):
@@ -86,10 +87,6 @@ def check_bookmarks_follow_records(runs: list[CliRun], expected: dict[str, list[
                             f"run {number}, message {position}: STATE has a bookmark for "
                             f"{stream} but {len(missing)} of its records were never emitted"
                         )
-
-
-def _key(stream: str) -> str:
-    return "progress_id" if stream == "progress" else "id"
 
 
 def union_problems(runs: list[CliRun], expected: dict[str, list[str]]) -> dict[str, int]:

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
+import typing as t
 
-from tests.conftest import KOMBO_TENANT, cli_command, kombo_config
+from tests.conftest import KOMBO_TENANT, kombo_config, run_cli
 
 
-def run_cli(tmp_path, config: dict, catalog: dict | None = None) -> list[dict]:
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    command = cli_command(tmp_path / "config.json")
-    if catalog is not None:
-        (tmp_path / "catalog.json").write_text(json.dumps(catalog))
-        command += ["--catalog", str(tmp_path / "catalog.json")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return [json.loads(line) for line in result.stdout.split("\n") if line.strip()]
+def sync(tmp_path, config: dict, catalog: dict | None = None) -> list[dict]:
+    run = run_cli(config, tmp_path, catalog=catalog, name="sync")
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.messages
 
 
 def discover(tmp_path, config: dict) -> dict:
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    result = subprocess.run(
-        [*cli_command(tmp_path / "config.json"), "--discover"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    run = run_cli(config, tmp_path, args=["--discover"], name="discover")
+    assert run.returncode == 0, run.stderr[-2000:]
+    return t.cast("dict", json.loads(run.stdout))
 
 
 def test_catalog_deselects_streams_and_properties(sandbox, tmp_path):
@@ -40,7 +30,7 @@ def test_catalog_deselects_streams_and_properties(sandbox, tmp_path):
                 item["metadata"]["selected"] = entry["tap_stream_id"] == "users"
             if item["breadcrumb"] == ["properties", "work_email"]:
                 item["metadata"]["selected"] = False
-    messages = run_cli(tmp_path, config, catalog)
+    messages = sync(tmp_path, config, catalog)
     records = [m for m in messages if m["type"] == "RECORD"]
     assert {m["stream"] for m in records} == {"users"}
     assert len(records) == len(sandbox.records("kombo", KOMBO_TENANT, "users"))
@@ -63,7 +53,7 @@ def test_stream_maps_filter_alias_and_hash(sandbox, tmp_path):
             "progress": None,
         },
     )
-    messages = run_cli(tmp_path, config)
+    messages = sync(tmp_path, config)
     streams = {m["stream"] for m in messages if m["type"] == "RECORD"}
     assert "learners" in streams
     assert "users" not in streams

@@ -27,8 +27,8 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import bindbee_config, kombo_config
-from tests.reliability_utils import exception_texts, leaks, run_cli, run_tap_exact
+from tests.conftest import bindbee_config, kombo_config, run_cli
+from tests.reliability_utils import exception_texts, leaks, run_tap_exact
 
 TOKEN = "cTok-7f3a9c21e5d84b06-LEAKCHECK"  # the Bindbee connector token of these tests
 WRONG_KEY = "kKey-WRONG-4d2e8b1f90ac-LEAKCHECK"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.tap import TapLmsUnified
-from tests.conftest import ROOT, bindbee_config, cli_command, kombo_config, run_tap
+from tests.conftest import ROOT, bindbee_config, kombo_config, run_cli, run_tap
 
 SDK_SETTINGS = {
     "batch_config",
@@ -85,18 +84,10 @@ def test_region_chooses_the_kombo_host():
 
 
 def test_cli_reports_the_setting_and_exits_non_zero(tmp_path):
-    config = tmp_path / "config.json"
-    config.write_text('{"provider": "kombo", "api_key": "secret-key-123"}')
-    result = subprocess.run(
-        cli_command(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli({"provider": "kombo", "api_key": "secret-key-123"}, tmp_path)
     assert result.returncode != 0
     assert "'integration_id' is required" in result.stderr
-    assert "secret-key-123" not in result.stderr + result.stdout
+    assert "secret-key-123" not in result.text
 
 
 def test_readme_settings_table_lists_every_setting():

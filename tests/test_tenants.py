@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import typing as t
 from collections import Counter
 
@@ -11,7 +10,7 @@ import pytest
 
 from tap_lms_unified.errors import AuthenticationError, IntegrationNotReadyError, TenantsFailedError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
-from tests.conftest import TapRun, bookmark, cli_command, run_tap
+from tests.conftest import TapRun, bookmark, run_cli, run_tap
 
 KOMBO_TENANTS = ("sandbox:acme", "sandbox:globex", "sandbox:initech")
 TOKENS = {"tok-acme-0123456789": "acme", "tok-globex-9876543210": "globex"}
@@ -125,19 +124,11 @@ def test_fail_fast_stops_at_the_first_failure(sb):
 def test_cli_exit_code_and_summary_for_a_failed_bindbee_tenant(sb, tmp_path):
     config = bindbee(sb)
     config["integrations"].append({"connector_token": "tok-revoked-5555555", "name": "revoked"})
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    result = subprocess.run(
-        cli_command(path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(config, tmp_path)
     assert result.returncode != 0
     assert "1 of 3 tenants failed: revoked" in result.stderr
     assert "HTTP 401" in result.stderr
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    records = result.messages
     names = Counter(m["record"]["connector_name"] for m in records if m["type"] == "RECORD")
     assert set(names) == {"acme", "globex"}
     # the full-table streams of this run are not activated: revoked's rows must not vanish

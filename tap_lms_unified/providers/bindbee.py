@@ -39,7 +39,8 @@ class BindbeeStream(LmsStream):
     primary_keys = ("id",)
     replication_key = None
     datetime_fields: t.ClassVar[tuple[str, ...]] = ("modified_at",)
-    #: Relations sent as ids, or as objects when expanded: always emitted as ids.
+    #: Relations sent as ids, or as objects when expanded: always emitted as ids. The one
+    #: list of them: the schemas are generated from it (to-many where the spec has an array).
     relations: t.ClassVar[tuple[str, ...]] = ()
 
     @property
@@ -51,7 +52,7 @@ class BindbeeStream(LmsStream):
     ) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {
             "page_size": self.run.page_size,
-            "include_raw_data": "true" if self.config.get("include_raw_data") else "false",
+            "include_raw_data": "true" if self.config["include_raw_data"] else "false",
             "include_custom_fields": ("true" if self.config["include_custom_fields"] else "false"),
         }
         if next_page_token:

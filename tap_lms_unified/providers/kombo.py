@@ -17,7 +17,7 @@ rate limits in `ratelimit-remaining`/`ratelimit-reset` (seconds from now).
 from __future__ import annotations
 
 import typing as t
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from http import HTTPStatus
 from importlib.resources import files
@@ -43,7 +43,7 @@ COMMON_DATETIMES = ("changed_at", "remote_created_at", "remote_deleted_at")
 
 def format_updated_after(moment: datetime) -> str:
     """Kombo's filter format: `2024-01-01T00:00:00.000Z` (it rejects `+00:00`)."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -94,7 +94,7 @@ class KomboStream(LmsStream):
             )
             return None
         moment = parse_utc(parsed)
-        if moment > datetime.now(timezone.utc):
+        if moment > datetime.now(UTC):
             self.run.warn_once(
                 f"Stream {self.name}, tenant {tenant}: the bookmark {parsed} lies in the "
                 "future; ignored, so the stream is read in full once."
@@ -325,9 +325,9 @@ class Kombo(Provider):
                 "'integration_id' is required when provider is 'kombo' (sent as "
                 "X-Integration-Id), or list tenants in 'integrations'"
             )
-        if (config.get("lookback_window_minutes") or 0) < 0:
-            value = config["lookback_window_minutes"]
-            errors.append(f"'lookback_window_minutes' must not be negative, got {value!r}")
+        lookback = config["lookback_window_minutes"]
+        if lookback is not None and lookback < 0:
+            errors.append(f"'lookback_window_minutes' must not be negative, got {lookback!r}")
         if config.get("start_date"):
             try:
                 parse_utc(str(config["start_date"]))

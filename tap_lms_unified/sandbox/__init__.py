@@ -1,6 +1,7 @@
 """Local HTTP sandbox imitating the Kombo and Bindbee unified LMS APIs.
 
-Example::
+One module per provider's fake (:mod:`.kombo`, :mod:`.bindbee`), registered in
+:mod:`.providers`, behind a provider-neutral server (:mod:`.server`).  Example::
 
     from tap_lms_unified.sandbox import Sandbox, SANDBOX_API_KEY
 
@@ -8,13 +9,11 @@ Example::
         print(sb.kombo_url, sb.bindbee_url)
 """
 
+from tap_lms_unified.sandbox.bindbee import DEFAULT_TOKENS as DEFAULT_BINDBEE_TOKENS
+from tap_lms_unified.sandbox.fake import SANDBOX_API_KEY
 from tap_lms_unified.sandbox.faults import FAULT_KINDS, Fault
-from tap_lms_unified.sandbox.options import (
-    DEFAULT_BINDBEE_TOKENS,
-    DEFAULT_KOMBO_TENANTS,
-    SANDBOX_API_KEY,
-    Options,
-)
+from tap_lms_unified.sandbox.kombo import DEFAULT_TENANTS as DEFAULT_KOMBO_TENANTS
+from tap_lms_unified.sandbox.options import Options
 from tap_lms_unified.sandbox.server import Sandbox
 from tap_lms_unified.sandbox.wire import RequestLog
 

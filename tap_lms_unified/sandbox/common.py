@@ -1,4 +1,4 @@
-"""Deterministic helpers shared by the Kombo and Bindbee data generators.
+"""Deterministic helpers shared by the providers' data generators.
 
 Everything here is a pure function of its inputs so that a record can be rebuilt
 from ``(seed, tenant, model, index)`` at any time.
@@ -106,17 +106,17 @@ class Draw:
         return table[-1][0]
 
 
-def kombo_id(salt: bytes, index: int) -> str:
-    """A 24-character base58 id (Kombo style), unique per (salt, index) in practice."""
+def base58_id(salt: bytes, index: int) -> str:
+    """A 24-character base58 id, unique per (salt, index) in practice."""
     digest = hashlib.blake2b(index.to_bytes(8, "big"), key=salt, digest_size=24).digest()
     return digest.translate(_B58_TABLE).decode("ascii")
 
 
-def bindbee_uuid(salt: bytes, base_ms: int, index: int) -> str:
+def uuid7_id(salt: bytes, base_ms: int, index: int) -> str:
     """A UUIDv7-shaped id whose timestamp is ``base_ms + index``.
 
-    Ids therefore sort (as strings) in index order, which gives Bindbee-like keyset
-    pagination, and the index can be recovered with :func:`bindbee_index`.
+    Ids therefore sort (as strings) in index order, which suits keyset pagination, and
+    the index can be recovered with :func:`uuid7_index`.
     """
     digest = hashlib.blake2b(index.to_bytes(8, "big"), key=salt, digest_size=10).digest()
     rand = int.from_bytes(digest, "big")
@@ -127,8 +127,8 @@ def bindbee_uuid(salt: bytes, base_ms: int, index: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def bindbee_index(base_ms: int, uid: str) -> int | None:
-    """The index encoded in a :func:`bindbee_uuid` (not verified against the salt)."""
+def uuid7_index(base_ms: int, uid: str) -> int | None:
+    """The index encoded in a :func:`uuid7_id` (not verified against the salt)."""
     if len(uid) != 36:
         return None
     try:
@@ -159,7 +159,7 @@ def _second(sec: int) -> str:
 
 
 def iso_ms(ms: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.fffZ`` (Kombo's ``toISOString`` format)."""
+    """``YYYY-MM-DDTHH:MM:SS.fffZ`` (JavaScript's ``toISOString`` format)."""
     day, rem = divmod(ms, _DAY_MS)
     sec, frac = divmod(rem, 1000)
     return f"{_day(day)}{_second(sec)}.{frac:03d}Z"

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tap_lms_unified.sandbox import providers
+
 FAULT_KINDS = (
-    "status",  # respond with `status` (+ optional headers/body; default: provider error shape)
+    "status",  # respond with `status` (+ optional headers/body; default: the fake's error)
     "delay",  # sleep `seconds`, then answer normally
     "reset",  # headers + part of the body, then abort the connection
     "truncate",  # 200 with half of the body (Content-Length matches the cut body)
@@ -20,15 +22,15 @@ FAULT_KINDS = (
 )
 # Kinds answered without running the API emulation at all.
 SHORT_CIRCUIT = frozenset({"status", "html200", "bad_envelope"})
-PROVIDERS = ("kombo", "bindbee")
 
 
 @dataclass
 class Fault:
     """A fault applied to matching API requests.
 
-    ``provider``/``path``/``tenant`` select requests (None = any; ``path`` is a
-    substring of the request path, ``tenant`` an integration id or connector name).
+    ``provider``/``path``/``tenant`` select requests (None = any; ``provider`` is a
+    registered fake's name, ``path`` a substring of the request path, ``tenant`` one of
+    the identities the fake reports for the request, e.g. a tenant id or name).
     The first ``after`` matching requests pass, then the next ``times`` ones get the
     fault (``times=None``: all of them).
     """
@@ -42,7 +44,7 @@ class Fault:
     status: int | None = None  # kind="status"
     headers: dict[str, str] | None = None  # kind="status"
     body: dict[str, Any] | list[Any] | str | None = None  # kind="status"
-    code: str | None = None  # kind="status", Kombo error code override
+    code: str | None = None  # kind="status", error code for the fake's default error
     seconds: float = 1.0  # kind="delay"
     seen: int = field(default=0, compare=False)
     applied: int = field(default=0, compare=False)
@@ -50,8 +52,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
-        if self.provider is not None and self.provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {PROVIDERS} or null")
+        if self.provider is not None and self.provider not in providers.names():
+            raise ValueError(f"provider must be one of {providers.names()} or null")
         if self.kind == "status" and self.status is None:
             raise ValueError("a 'status' fault needs a status code")
 

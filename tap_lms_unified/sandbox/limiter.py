@@ -1,4 +1,4 @@
-"""Fixed-window request budgets (per Kombo integration id / Bindbee connector)."""
+"""Fixed-window request budgets (one window per tenant key)."""
 
 from __future__ import annotations
 

@@ -1,70 +1,107 @@
-"""Runtime options of a running sandbox (settable in-process and via ``/_sandbox/options``)."""
+"""Runtime options of a running sandbox (settable in-process and via ``/_sandbox/options``).
+
+``latency_ms`` is shared; every other option belongs to one provider's fake (its
+``options_type``) and is named ``<provider>_<field>`` outside, e.g. ``<provider>_tenants``
+for the field ``tenants`` of that provider's fake.  :func:`split_settings` maps the
+flat ``Sandbox(...)`` keyword arguments onto sizes and options the same way.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any
 
-SANDBOX_API_KEY = "sandbox-api-key"
-DEFAULT_KOMBO_TENANTS: tuple[str, ...] = ("sandbox:acme", "sandbox:globex")
-DEFAULT_BINDBEE_TOKENS: Mapping[str, str] = {"sandbox-connector-acme": "acme"}
+from tap_lms_unified.sandbox.fake import SANDBOX_API_KEY, FakeOptions
+from tap_lms_unified.sandbox.providers import PROVIDERS
+
+__all__ = ["SANDBOX_API_KEY", "Options", "split_settings"]
+_SHARED: dict[str, Any] = {"latency_ms": float}
 
 
-@dataclass
 class Options:
-    """Behaviour switches.  Budgets count requests per ``*_budget_window_s`` fixed window."""
+    """The shared options plus one options object per provider (``of(name)``)."""
 
-    kombo_legacy_users: bool = True
-    latency_ms: float = 0
-    kombo_tenants: tuple[str, ...] = DEFAULT_KOMBO_TENANTS
-    kombo_not_ready_tenants: tuple[str, ...] = ()
-    kombo_budget_per_minute: int | None = None
-    kombo_budget_window_s: float = 60.0
-    bindbee_tokens: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BINDBEE_TOKENS))
-    bindbee_non_lms_connectors: tuple[str, ...] = ()
-    bindbee_budget_per_minute: int | None = 200
-    bindbee_budget_window_s: float = 60.0
-    bindbee_empty_page_every: int = 0
+    def __init__(self) -> None:
+        self.latency_ms: float = 0
+        self._providers: dict[str, FakeOptions] = {p.name: p.options_type() for p in PROVIDERS}
+        self._known: dict[str, tuple[str | None, str, Any]] = {
+            name: (None, name, kind) for name, kind in _SHARED.items()
+        }
+        for p in PROVIDERS:
+            types = p.option_types()
+            for outside, field in p.option_fields().items():
+                self._known[outside] = (p.name, field, types[field])
 
-    def update(self, values: Mapping[str, Any]) -> None:
-        """Validate and set options; raises ``ValueError`` on unknown names or bad values."""
-        known = {f.name: f for f in dataclasses.fields(self)}
-        unknown = sorted(set(values) - set(known))
+    def of(self, provider: str) -> FakeOptions:
+        """The options object of a provider's fake (shared with the running fake)."""
+        return self._providers[provider]
+
+    def update(self, values: Mapping[str, Any]) -> dict[str | None, set[str]]:
+        """Validate and set options; raises ``ValueError`` on unknown names or bad values.
+
+        Returns the fields set per provider (``None``: the shared options).
+        """
+        unknown = sorted(set(values) - set(self._known))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(known)}")
-        coerced = {name: _coerce(name, value) for name, value in values.items()}
+            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(self._known)}")
+        coerced = {name: _coerce(name, self._known[name][2], v) for name, v in values.items()}
+        changed: dict[str | None, set[str]] = {}
         for name, value in coerced.items():
-            setattr(self, name, value)
+            provider, field, _ = self._known[name]
+            setattr(self if provider is None else self._providers[provider], field, value)
+            changed.setdefault(provider, set()).add(field)
+        return changed
 
     def public(self) -> dict[str, Any]:
-        """Options as JSON-able data, with connector tokens replaced by their names."""
-        out = dataclasses.asdict(self)
-        out["bindbee_tokens"] = sorted(self.bindbee_tokens.values())
-        return out
+        """Options as JSON-able data under their outside names, without secrets."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in _SHARED}
+        for p in PROVIDERS:
+            public = self._providers[p.name].public()
+            out.update({p.setting_name(field): value for field, value in public.items()})
+        return dict(sorted(out.items()))
 
 
-def _coerce(name: str, value: Any) -> Any:
-    if name == "kombo_legacy_users":
+def split_settings(
+    settings: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Flat ``Sandbox(...)`` settings -> (size fields per provider, options by outside name)."""
+    sizes: dict[str, dict[str, Any]] = {p.name: {} for p in PROVIDERS}
+    size_names = {outside: (p.name, f) for p in PROVIDERS for outside, f in p.size_fields().items()}
+    option_names = {outside for p in PROVIDERS for outside in p.option_fields()}
+    options: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name in size_names:
+            provider, field = size_names[name]
+            sizes[provider][field] = value
+        elif name in option_names:
+            options[name] = value
+        else:
+            raise TypeError(f"Sandbox() got an unexpected keyword argument {name!r}")
+    return sizes, options
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """``value`` as an option of type ``kind`` (the option field's type annotation)."""
+    if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a boolean")
         return value
-    if name in ("kombo_tenants", "kombo_not_ready_tenants", "bindbee_non_lms_connectors"):
+    if kind == tuple[str, ...]:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{name} must be a list of strings")
         return tuple(value)
-    if name == "bindbee_tokens":
+    if kind == dict[str, str]:
         if not isinstance(value, Mapping):
-            raise ValueError(f"{name} must be an object token -> connector name")
+            raise ValueError(f"{name} must be an object of strings")
         return {str(k): str(v) for k, v in value.items()}
-    if name in ("kombo_budget_per_minute", "bindbee_budget_per_minute"):
+    if isinstance(kind, UnionType) and type(None) in kind.__args__:
         if value is None:
             return None
-        return _number(name, value, int, minimum=0)
-    if name == "bindbee_empty_page_every":
-        return _number(name, value, int, minimum=0)
-    return _number(name, value, float, minimum=0)
+        (kind,) = (k for k in kind.__args__ if k is not type(None))
+    if kind in (int, float):
+        return _number(name, value, kind, minimum=0)
+    raise TypeError(f"option {name}: unsupported type {kind!r}")
 
 
 def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:

@@ -1,4 +1,9 @@
-"""HTTP server of the sandbox: routing, faults, latency, request log, admin endpoints."""
+"""HTTP server of the sandbox: routing, faults, latency, request log, admin endpoints.
+
+Provider-neutral: every provider's fake comes from :mod:`.providers` and is mounted at
+its URL prefix; its settings are ``<provider>_<field>`` keyword arguments (see
+:mod:`.options`).
+"""
 
 from __future__ import annotations
 
@@ -14,20 +19,13 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qsl, urlsplit
 
-from tap_lms_unified.sandbox import bindbee_api, kombo_api
-from tap_lms_unified.sandbox.bindbee_api import BindbeeApi
-from tap_lms_unified.sandbox.data import BindbeeSizes, DataStore, KomboSizes
+from tap_lms_unified.sandbox.fake import ProviderFake, Record
 from tap_lms_unified.sandbox.faults import HTML_ERROR_PAGE, SHORT_CIRCUIT, Fault, FaultSet
-from tap_lms_unified.sandbox.kombo_api import KomboApi
-from tap_lms_unified.sandbox.limiter import FixedWindowLimiter
-from tap_lms_unified.sandbox.options import (
-    DEFAULT_BINDBEE_TOKENS,
-    DEFAULT_KOMBO_TENANTS,
-    Options,
-)
+from tap_lms_unified.sandbox.options import Options, split_settings
+from tap_lms_unified.sandbox.providers import PROVIDERS, Settings
 from tap_lms_unified.sandbox.wire import (
     ApiRequest,
     RequestLog,
@@ -36,8 +34,6 @@ from tap_lms_unified.sandbox.wire import (
     json_response,
 )
 
-KOMBO_PREFIX = "/kombo/v1"
-BINDBEE_PREFIX = "/bindbee"
 ADMIN_PREFIX = "/_sandbox/"
 _QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
 
@@ -52,40 +48,24 @@ def is_loopback(host: str) -> bool:
 
 
 class Sandbox:
-    """Kombo + Bindbee LMS API imitation on ``http://127.0.0.1:<port>``.
+    """Imitation of every registered provider's API on ``http://127.0.0.1:<port>``.
 
     Use as a context manager (``with Sandbox(...) as sb``) or call :meth:`start` /
     :meth:`stop`.  The constructor only records the configuration; data is generated
-    lazily per tenant and model on first use.
+    lazily per tenant and model on first use.  ``settings`` are the providers' sizes and
+    options, named ``<provider>_<field>`` (e.g. ``<provider>_users=5``), and
+    ``sb.<provider>_url`` is a provider's base URL.
     """
 
     def __init__(
         self,
         seed: int = 0,
         *,
-        kombo_users: int = 50,
-        progress_per_user: int = 3,
-        kombo_courses: int = 10,
-        kombo_skills: int = 8,
-        kombo_legacy_users: bool = True,
-        kombo_tenants: tuple[str, ...] | list[str] = DEFAULT_KOMBO_TENANTS,
-        bindbee_users: int = 40,
-        bindbee_courses: int = 10,
-        bindbee_contents: int | None = None,
-        bindbee_skills: int = 8,
-        bindbee_categories: int = 5,
-        bindbee_enrollments: int | None = None,
-        bindbee_completions: int | None = None,
-        bindbee_tokens: Mapping[str, str] = DEFAULT_BINDBEE_TOKENS,
         latency_ms: float = 0,
-        bindbee_budget_per_minute: int | None = 200,
-        bindbee_budget_window_s: float = 60.0,
-        kombo_budget_per_minute: int | None = None,
-        kombo_budget_window_s: float = 60.0,
-        bindbee_empty_page_every: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        **settings: Unpack[Settings],
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"the sandbox only binds to loopback addresses, not {host!r}")
@@ -93,41 +73,13 @@ class Sandbox:
         self.port = port
         self.verbose = verbose
         self.seed = seed
+        sizes, options = split_settings(settings)
         self.options = Options()
-        self.options.update(
-            {
-                "kombo_legacy_users": kombo_legacy_users,
-                "latency_ms": latency_ms,
-                "kombo_tenants": kombo_tenants,
-                "bindbee_tokens": bindbee_tokens,
-                "bindbee_budget_per_minute": bindbee_budget_per_minute,
-                "bindbee_budget_window_s": bindbee_budget_window_s,
-                "kombo_budget_per_minute": kombo_budget_per_minute,
-                "kombo_budget_window_s": kombo_budget_window_s,
-                "bindbee_empty_page_every": bindbee_empty_page_every,
-            }
-        )
-        self.data = DataStore(
-            seed,
-            KomboSizes(kombo_users, progress_per_user, kombo_courses, kombo_skills),
-            BindbeeSizes(
-                bindbee_users,
-                bindbee_courses,
-                bindbee_contents,
-                bindbee_skills,
-                bindbee_categories,
-                bindbee_enrollments,
-                bindbee_completions,
-            ),
-            kombo_legacy_users=kombo_legacy_users,
-        )
-        o = self.options
-        self._kombo_limiter = FixedWindowLimiter(o.kombo_budget_per_minute, o.kombo_budget_window_s)
-        self._bindbee_limiter = FixedWindowLimiter(
-            o.bindbee_budget_per_minute, o.bindbee_budget_window_s
-        )
-        self.kombo = KomboApi(self.data, o, self._kombo_limiter)
-        self.bindbee = BindbeeApi(self.data, o, self._bindbee_limiter)
+        self.options.update({"latency_ms": latency_ms, **options})
+        self.fakes: dict[str, ProviderFake[Any, Any, Any]] = {
+            p.name: p(seed, p.sizes_type(**sizes[p.name]), self.options.of(p.name))
+            for p in PROVIDERS
+        }
         self.faults = FaultSet()
         self._log: list[RequestLog] = []
         self._log_lock = threading.Lock()
@@ -184,30 +136,27 @@ class Sandbox:
     def url(self) -> str:
         return f"http://{self.host}:{self.port_bound}"
 
-    @property
-    def kombo_url(self) -> str:
-        return self.url + KOMBO_PREFIX
+    def url_of(self, provider: str) -> str:
+        """The base URL of a provider's fake: the sandbox's URL and the fake's prefix."""
+        return self.url + self.fake(provider).prefix
 
-    @property
-    def bindbee_url(self) -> str:
-        return self.url + BINDBEE_PREFIX
+    def __getattr__(self, attr: str) -> str:
+        """``sb.<provider>_url`` is ``sb.url_of("<provider>")``."""
+        provider = attr.removesuffix("_url")
+        if provider != attr and any(p.name == provider for p in PROVIDERS):
+            return self.url_of(provider)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     # --- data -------------------------------------------------------------------------
-    def _connector_name(self, tenant: str) -> str:
-        """Accept a connector token or name; return the name."""
-        return self.options.bindbee_tokens.get(tenant, tenant)
+    def fake(self, provider: str) -> ProviderFake[Any, Any, Any]:
+        try:
+            return self.fakes[provider]
+        except KeyError:
+            raise ValueError(f"unknown provider {provider!r}") from None
 
-    def records(self, provider: str, tenant: str, model: str) -> list[dict[str, Any]]:
-        """Deep copies of the stored records, as the API would serve them.
-
-        Kombo: including soft-deleted records, in the current user shape setting.
-        Bindbee: with ``raw_data`` and ``custom_fields`` filled in.
-        """
-        if provider == "kombo":
-            return self.data.kombo(tenant).model(model).all_records()
-        if provider == "bindbee":
-            return self.data.bindbee(self._connector_name(tenant)).model(model).all_records()
-        raise ValueError(f"unknown provider {provider!r}")
+    def records(self, provider: str, tenant: str, model: str) -> list[Record]:
+        """Deep copies of the stored records, as the API would serve them (see the fakes)."""
+        return self.fake(provider).records(tenant, model)
 
     def mutate(
         self, provider: str, tenant: str, model: str, change: int = 0, delete: int = 0
@@ -215,12 +164,13 @@ class Sandbox:
         """Change and/or delete records (chosen deterministically); returns their ids."""
         if change < 0 or delete < 0:
             raise ValueError("change and delete must be >= 0")
-        if provider == "kombo":
-            return self.data.kombo(tenant).model(model).mutate(change, delete)
-        if provider == "bindbee":
-            target = self.data.bindbee(self._connector_name(tenant)).model(model)
-            return target.mutate(change, delete)
-        raise ValueError(f"unknown provider {provider!r}")
+        return self.fake(provider).mutate(tenant, model, change, delete)
+
+    def set_fields(
+        self, provider: str, tenant: str, model: str, ids: list[str], fields: dict[str, Any]
+    ) -> None:
+        """Give records (by id) new field values, e.g. ``{"remote_data": None}``, as a change."""
+        self.fake(provider).set_fields(tenant, model, ids, fields)
 
     # --- faults, options, request log ---------------------------------------------------
     def inject(self, fault: Fault | Mapping[str, Any]) -> Fault:
@@ -232,15 +182,10 @@ class Sandbox:
         self.faults.clear()
 
     def set_option(self, **options: Any) -> None:
-        """Set runtime options (see :class:`~.options.Options` for names)."""
-        self.options.update(options)
-        o = self.options
-        if "kombo_legacy_users" in options:
-            self.data.kombo_legacy_users = o.kombo_legacy_users
-        if {"kombo_budget_per_minute", "kombo_budget_window_s"} & set(options):
-            self._kombo_limiter.configure(o.kombo_budget_per_minute, o.kombo_budget_window_s)
-        if {"bindbee_budget_per_minute", "bindbee_budget_window_s"} & set(options):
-            self._bindbee_limiter.configure(o.bindbee_budget_per_minute, o.bindbee_budget_window_s)
+        """Set runtime options (``latency_ms`` or ``<provider>_<field>``, see :mod:`.options`)."""
+        for provider, fields in self.options.update(options).items():
+            if provider is not None:
+                self.fakes[provider].options_changed(fields)
 
     @property
     def requests(self) -> list[RequestLog]:
@@ -262,32 +207,26 @@ class Sandbox:
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         if path.startswith(ADMIN_PREFIX):
             return self._admin(method, path[len(ADMIN_PREFIX) :], params, body)
-        for provider, prefix in (("kombo", KOMBO_PREFIX), ("bindbee", BINDBEE_PREFIX)):
+        for name, fake in self.fakes.items():
+            prefix = fake.prefix
             if path == prefix or path.startswith(prefix + "/"):
                 if method != "GET":
                     return json_response(405, {"detail": "Method Not Allowed"})
-                req = ApiRequest(provider, path[len(prefix) :] or "/", params, headers)
-                return self._api(req)
+                req = ApiRequest(name, path[len(prefix) :] or "/", params, headers)
+                return self._api(fake, req)
         return json_response(404, {"detail": "Not Found"})
 
-    def _api(self, req: ApiRequest) -> Response:
-        if req.provider == "kombo":
-            tenant = req.headers.get("x-integration-id")
-            identities: tuple[str, ...] = (tenant,) if tenant else ()
-        else:
-            tenant = self.bindbee.connector_name(req.headers)
-            token = req.headers.get("x-connector-token")
-            identities = tuple(x for x in (tenant, token) if x)
+    def _api(self, fake: ProviderFake[Any, Any, Any], req: ApiRequest) -> Response:
+        tenant, identities = fake.identify(req.headers)
         self._sleep(self.options.latency_ms / 1000)
         fault = self.faults.take(req.provider, req.path, identities)
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "delay":
             self._sleep(fault.seconds)
         if fault is not None and fault.kind in SHORT_CIRCUIT:
-            resp = _fault_response(req.provider, fault)
+            resp = _fault_response(fake, fault)
         else:
-            api = self.kombo if req.provider == "kombo" else self.bindbee
-            resp = api.handle(req, kind)
+            resp = fake.handle(req, kind)
             if fault is not None and resp.status == 200:
                 if fault.kind == "truncate":
                     resp.body = resp.body[: len(resp.body) // 2]
@@ -351,7 +290,7 @@ class Sandbox:
         return None
 
 
-def _fault_response(provider: str, fault: Fault) -> Response:
+def _fault_response(fake: ProviderFake[Any, Any, Any], fault: Fault) -> Response:
     if fault.kind == "html200":
         return Response(200, HTML_ERROR_PAGE, content_type="text/html; charset=utf-8")
     if fault.kind == "bad_envelope":
@@ -362,10 +301,8 @@ def _fault_response(provider: str, fault: Fault) -> Response:
             resp = Response(status, fault.body.encode(), content_type="text/plain")
         else:
             resp = json_response(status, fault.body)
-    elif provider == "kombo":
-        resp = kombo_api.default_error(status, fault.code)
     else:
-        resp = bindbee_api.default_error(status)
+        resp = fake.default_error(status, fault.code)
     resp.headers.update(fault.headers or {})
     return resp
 

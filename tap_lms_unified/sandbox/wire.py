@@ -1,4 +1,4 @@
-"""Request/response value types shared by the API emulations and the HTTP server."""
+"""Request/response value types shared by the provider fakes and the HTTP server."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def encode_json(obj: Any) -> bytes:
 
 @dataclass
 class ApiRequest:
-    provider: str  # "kombo" | "bindbee"
-    path: str  # relative to the provider's base URL, e.g. "/lms/users"
+    provider: str  # the name of the fake that answers it
+    path: str  # relative to the fake's URL prefix, e.g. "/lms/users"
     params: dict[str, str]
     headers: dict[str, str]  # lower-cased names
 
@@ -40,7 +40,7 @@ class RequestLog:
     """One API request as seen by the sandbox (never contains a connector token)."""
 
     provider: str
-    tenant: str | None  # Kombo integration id / Bindbee connector NAME
+    tenant: str | None  # as the fake names it in logs (e.g. a connector NAME, not its token)
     path: str
     params: dict[str, str]
     status: int

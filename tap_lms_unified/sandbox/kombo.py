@@ -1,4 +1,9 @@
-"""Deterministic Kombo LMS data (users, course-progressions, courses, skills) per tenant.
+"""The Kombo fake: ``GET {sandbox}/kombo/v1/lms/...`` with deterministic data per tenant.
+
+One module holds all of it: the data (users, course-progressions, courses, skills of
+each integration id), the API handler (auth, rate budget, filters, cursors, error
+shape), the sizes and options, and the CLI flags.  :mod:`.providers` registers
+:class:`KomboFake`.
 
 Records are never stored unless mutated: each model keeps compact per-index arrays
 (timestamps, deletion flags) and rebuilds a record dict from ``(seed, tenant, model,
@@ -7,15 +12,25 @@ index)`` on demand.  Mutated records are kept whole in ``overrides``.
 
 from __future__ import annotations
 
+import argparse
+import base64
+import binascii
+import calendar
 import copy
+import hashlib
+import json
 import random
+import re
 import threading
+import uuid
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import compress
-from typing import Any
+from typing import Any, TypedDict
 
+from tap_lms_unified.providers import kombo as tap_kombo  # the tap's streams (model list)
 from tap_lms_unified.sandbox.common import (
     COMMENTS,
     COURSE_TOPICS,
@@ -28,19 +43,69 @@ from tap_lms_unified.sandbox.common import (
     TS_2025,
     TS_2026,
     Draw,
+    base58_id,
     derive_seed,
     integration_value,
     iso_ms,
-    kombo_id,
     mix64,
     now_ms,
     salt_bytes,
     tenant_slug,
 )
+from tap_lms_unified.sandbox.fake import (
+    SANDBOX_API_KEY,
+    FakeOptions,
+    ProviderFake,
+    Record,
+    served_models,
+)
+from tap_lms_unified.sandbox.limiter import FixedWindowLimiter, RateState
+from tap_lms_unified.sandbox.wire import ApiRequest, Response, json_response
 
-Record = dict[str, Any]
+DEFAULT_TENANTS: tuple[str, ...] = ("sandbox:acme", "sandbox:globex")
 
-KOMBO_MODELS = ("users", "course-progressions", "courses", "skills")
+
+@dataclass(frozen=True)
+class KomboSizes:
+    users: int = 50
+    progress_per_user: int = 3  # course-progressions per user
+    courses: int = 10
+    skills: int = 8
+
+
+@dataclass
+class KomboOptions(FakeOptions):
+    """Runtime options; the budget counts requests per ``budget_window_s`` fixed window."""
+
+    legacy_users: bool = True  # users with nested progress[] (else the current shape)
+    course_revisions: bool = True  # courses with their revisions[] (else an empty list)
+    tenants: tuple[str, ...] = DEFAULT_TENANTS  # accepted X-Integration-Id values
+    not_ready_tenants: tuple[str, ...] = ()  # answer 409 INTEGRATION.SETUP_SYNC_PENDING
+    budget_per_minute: int | None = None
+    budget_window_s: float = 60.0
+
+
+class KomboSettings(TypedDict, total=False):
+    """``Sandbox(...)`` keyword arguments of this fake (sizes and options, see fake.py)."""
+
+    kombo_users: int
+    progress_per_user: int
+    kombo_courses: int
+    kombo_skills: int
+    kombo_legacy_users: bool
+    kombo_course_revisions: bool
+    kombo_tenants: tuple[str, ...] | list[str]
+    kombo_not_ready_tenants: tuple[str, ...] | list[str]
+    kombo_budget_per_minute: int | None
+    kombo_budget_window_s: float
+
+
+# --- data ------------------------------------------------------------------------------
+#: The endpoints ``/lms/<model>`` served: those the tap's Kombo streams read.
+#: (getattr: for mypy, the SDK's ``path`` is an instance attribute.)
+KOMBO_MODELS: tuple[str, ...] = tuple(
+    dict.fromkeys(str(getattr(s, "path")).removeprefix("/lms/") for s in tap_kombo.STREAMS)  # noqa: B009
+)
 LEGACY_USER_KEYS = (
     "id",
     "remote_id",
@@ -160,7 +225,7 @@ class KomboModel:
             ids = self._ids = [None] * self.count
         rid = ids[i]
         if rid is None:
-            rid = ids[i] = kombo_id(self.salt, i)
+            rid = ids[i] = base58_id(self.salt, i)
         return rid
 
     def remote_id(self, i: int) -> str | None:
@@ -277,6 +342,27 @@ class KomboModel:
             "deleted": [self.id(i) for i in deleted_idx],
         }
 
+    def set_fields(self, ids: Sequence[str], fields: dict[str, Any]) -> None:
+        """Give records (by id) new field values, as a change made now."""
+        with self.lock:
+            self.arrays()
+            indices = []
+            for record_id in ids:
+                i = self.index_of(record_id)
+                if i is None:
+                    raise KeyError(f"{self.name}: no record {record_id!r}")
+                indices.append(i)
+                now = now_ms()
+                rec = copy.deepcopy(self.own(i))
+                self.materialize(i, rec)
+                rec.update(copy.deepcopy(fields))
+                rec["changed_at"] = iso_ms(now)
+                self.overrides[i] = rec
+                self._cur_key[i] = now
+            self.version += 1
+            self._select_cache.clear()
+            self.after_mutation(indices)
+
     def _pick_alive(self, n: int) -> list[int]:
         alive = self._alive
         n_alive = sum(alive)
@@ -319,7 +405,7 @@ class KomboModel:
         fields = []
         for n in d.sample(range(INTEGRATION_FIELD_KINDS), d.below(4)):
             key, kind, value, label = integration_value(d, n)
-            field_id = kombo_id(self.field_salt, (d.u32() << 32) | d.u32())
+            field_id = base58_id(self.field_salt, (d.u32() << 32) | d.u32())
             fields.append(
                 {"id": field_id, "key": key, "type": kind, "value": value, "label": label}
             )
@@ -502,6 +588,10 @@ class KomboCourses(KomboModel):
         self.provider_salt = salt_bytes(derive_seed(self.seed, "providers"))
         self._own_cache: dict[int, Record] = {}
 
+    def render(self, i: int) -> Record:
+        rec = self.own(i)
+        return rec if self.tenant.course_revisions else {**rec, "revisions": []}
+
     def remote_id(self, i: int) -> str | None:
         return f"course-{i + 1}"
 
@@ -509,7 +599,7 @@ class KomboCourses(KomboModel):
         return 1 + mix64(self.seed ^ (c + 0x7F)) % 3
 
     def revision_id(self, c: int, rev: int) -> str:
-        return kombo_id(self.rev_salt, c * 3 + rev)
+        return base58_id(self.rev_salt, c * 3 + rev)
 
     def own(self, i: int) -> Record:
         """Courses are few and nested into every progression: cache their dicts."""
@@ -546,7 +636,7 @@ class KomboCourses(KomboModel):
         if d.chance(0.9):
             p = d.below(len(_PROVIDERS))
             provider = {
-                "id": kombo_id(self.provider_salt, p),
+                "id": base58_id(self.provider_salt, p),
                 "remote_id": f"provider-{p + 1}",
                 "name": _PROVIDERS[p],
             }
@@ -644,9 +734,11 @@ class KomboTenant:
         courses: int,
         skills: int,
         legacy_users: bool = True,
+        course_revisions: bool = True,
     ) -> None:
         self.seed = seed
         self.name = name
+        self.course_revisions = course_revisions
         self.domain = f"{tenant_slug(name)}.example.com"
         self.legacy_users = legacy_users
         self.progress_per_user = max(0, progress_per_user) if courses > 0 else 0
@@ -654,15 +746,311 @@ class KomboTenant:
         self.courses = KomboCourses(self, courses)
         self.skills = KomboSkills(self, skills)
         self.progressions = KomboProgressions(self, users * self.progress_per_user)
-        self.models: dict[str, KomboModel] = {
-            "users": self.users,
-            "course-progressions": self.progressions,
-            "courses": self.courses,
-            "skills": self.skills,
-        }
+        self.models: dict[str, KomboModel] = served_models(
+            KOMBO_MODELS, self.users, self.progressions, self.courses, self.skills
+        )
 
     def model(self, name: str) -> KomboModel:
         key = name.replace("_", "-")
         if key not in self.models:
             raise KeyError(f"unknown Kombo model {name!r}; expected one of {KOMBO_MODELS}")
         return self.models[key]
+
+
+# --- API -------------------------------------------------------------------------------
+UPDATED_AFTER_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?)?Z?", re.ASCII
+)
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 250
+NOMINAL_LIMIT = 1000
+
+_TITLES = {
+    "PLATFORM.AUTHENTICATION_INVALID": "The provided API key is invalid.",
+    "PLATFORM.INPUT_INVALID": "The input you provided is invalid.",
+    "PLATFORM.INTEGRATION_NOT_FOUND": "The integration could not be found.",
+    "PLATFORM.RATE_LIMIT_EXCEEDED": "You have exceeded the rate limit.",
+    "PLATFORM.CONCURRENCY_LIMIT_EXCEEDED": "You have exceeded the concurrency limit.",
+    "PLATFORM.UNKNOWN_ERROR": "An unknown error occurred.",
+    "PLATFORM.TASK_TIMED_OUT": "The task timed out.",
+    "INTEGRATION.SETUP_SYNC_PENDING": "The initial sync of this integration is still running.",
+}
+_DEFAULT_CODES = {
+    400: "PLATFORM.INPUT_INVALID",
+    401: "PLATFORM.AUTHENTICATION_INVALID",
+    404: "PLATFORM.INTEGRATION_NOT_FOUND",
+    409: "INTEGRATION.SETUP_SYNC_PENDING",
+    429: "PLATFORM.RATE_LIMIT_EXCEEDED",
+    504: "PLATFORM.TASK_TIMED_OUT",
+}
+
+
+class InputInvalid(Exception):
+    """A query parameter was rejected (400 ``PLATFORM.INPUT_INVALID``)."""
+
+
+def kombo_error(
+    status: int,
+    code: str | None,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {
+        "status": "error",
+        "error": {
+            "code": code,
+            "title": _TITLES.get(code or ""),
+            "message": message,
+            "log_url": f"https://app.kombo.dev/logs?id={uuid.uuid4().hex[:24]}",
+        },
+    }
+    return json_response(status, body, headers)
+
+
+def default_error(status: int, code: str | None = None) -> Response:
+    """The error a Kombo fault of kind ``status`` answers when no body is given."""
+    code = code or _DEFAULT_CODES.get(status, "PLATFORM.UNKNOWN_ERROR")
+    headers = {}
+    if status == 429:
+        headers = {"ratelimit-limit": str(NOMINAL_LIMIT), "ratelimit-remaining": "0"}
+        headers["ratelimit-reset"] = "1"
+    return kombo_error(status, code, f"Sandbox fault: HTTP {status}.", headers)
+
+
+def parse_updated_after(value: str) -> int:
+    """Microseconds since the epoch; raises :class:`InputInvalid` like Kombo does."""
+    m = UPDATED_AFTER_RE.fullmatch(value)
+    if m is None:
+        raise InputInvalid(
+            "updated_after must match ^\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?)?Z?$ "
+            f"(got {value!r})."
+        )
+    y, mo, d, h, mi, s, frac = m.groups()
+    parts = (int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
+    if not (1 <= parts[1] <= 12 and 1 <= parts[2] <= 31 and parts[3] < 24 and parts[4] < 60):
+        raise InputInvalid(f"updated_after is not a valid date-time: {value!r}.")
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    return calendar.timegm((*parts, 0, 0, 0)) * 1_000_000 + micros
+
+
+class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
+    """Kombo's unified LMS API: one dataset per integration id (``X-Integration-Id``)."""
+
+    name = "kombo"
+    title = "Kombo"
+    prefix = "/kombo/v1"
+    sizes_type = KomboSizes
+    options_type = KomboOptions
+    unprefixed = frozenset({"progress_per_user"})  # Sandbox(progress_per_user=...)
+
+    def __init__(self, seed: int, sizes: KomboSizes, options: KomboOptions) -> None:
+        super().__init__(seed, sizes, options)
+        self.limiter = FixedWindowLimiter(options.budget_per_minute, options.budget_window_s)
+
+    def new_tenant(self, name: str) -> KomboTenant:
+        s = self.sizes
+        return KomboTenant(
+            self.seed,
+            name,
+            users=s.users,
+            progress_per_user=s.progress_per_user,
+            courses=s.courses,
+            skills=s.skills,
+            legacy_users=self.options.legacy_users,
+            course_revisions=self.options.course_revisions,
+        )
+
+    def options_changed(self, fields: set[str]) -> None:
+        o = self.options
+        if "legacy_users" in fields:
+            for tenant in self.tenants():
+                tenant.legacy_users = o.legacy_users
+        if "course_revisions" in fields:
+            for tenant in self.tenants():
+                tenant.course_revisions = o.course_revisions
+        if {"budget_per_minute", "budget_window_s"} & fields:
+            self.limiter.configure(o.budget_per_minute, o.budget_window_s)
+
+    def records(self, tenant: str, model: str) -> list[Record]:
+        """Including soft-deleted records, in the current user shape setting."""
+        return self.tenant(tenant).model(model).all_records()
+
+    def mutate(self, tenant: str, model: str, change: int, delete: int) -> dict[str, list[str]]:
+        return self.tenant(tenant).model(model).mutate(change, delete)
+
+    def set_fields(self, tenant: str, model: str, ids: Sequence[str], fields: Record) -> None:
+        self.tenant(tenant).model(model).set_fields(ids, fields)
+
+    def default_error(self, status: int, code: str | None = None) -> Response:
+        return default_error(status, code)
+
+    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
+        tenant = headers.get("x-integration-id")
+        return tenant, (tenant,) if tenant else ()
+
+    def handle(self, req: ApiRequest, fault_kind: str | None) -> Response:
+        if req.headers.get("authorization") != f"Bearer {SANDBOX_API_KEY}":
+            return kombo_error(
+                401,
+                "PLATFORM.AUTHENTICATION_INVALID",
+                "The API key in the Authorization header is missing or invalid.",
+                self._nominal_headers(),
+            )
+        tenant = req.headers.get("x-integration-id")
+        if not tenant:
+            return kombo_error(
+                400,
+                "PLATFORM.INPUT_INVALID",
+                "The X-Integration-Id header is required.",
+                self._nominal_headers(),
+            )
+        if tenant not in self.options.tenants:
+            return kombo_error(
+                404,
+                "PLATFORM.INTEGRATION_NOT_FOUND",
+                f"No integration with the ID {tenant!r} exists.",
+                self._nominal_headers(),
+            )
+        rate = self.limiter.hit(tenant)
+        headers = self._rate_headers(rate)
+        if not rate.allowed:
+            return kombo_error(
+                429,
+                "PLATFORM.RATE_LIMIT_EXCEEDED",
+                f"Rate limit of {rate.limit} requests per window exceeded.",
+                headers,
+            )
+        if tenant in self.options.not_ready_tenants:
+            return kombo_error(
+                409,
+                "INTEGRATION.SETUP_SYNC_PENDING",
+                "The integration's initial sync has not finished yet. Try again later.",
+                headers,
+            )
+        model_name = req.path.removeprefix("/lms/")
+        if not req.path.startswith("/lms/") or model_name not in KOMBO_MODELS:
+            return kombo_error(404, None, f"Route GET {req.path} not found.", headers)
+        try:
+            body = self._list(tenant, model_name, req.params, fault_kind)
+        except InputInvalid as exc:
+            return kombo_error(400, "PLATFORM.INPUT_INVALID", str(exc), headers)
+        return json_response(200, body, headers)
+
+    def _list(
+        self, tenant: str, model_name: str, params: dict[str, str], fault_kind: str | None
+    ) -> dict[str, Any]:
+        model = self.tenant(tenant).model(model_name)
+        page_size = _page_size(params.get("page_size"))
+        include_deleted = params.get("include_deleted", "false")
+        if include_deleted not in ("true", "false"):
+            raise InputInvalid("include_deleted must be 'true' or 'false'.")
+        ua = params.get("updated_after")
+        key = filter_key(
+            include_deleted == "true",
+            None if ua is None else parse_updated_after(ua),
+            _csv(params.get("ids")),
+            _csv(params.get("remote_ids")),
+        )
+        fingerprint = _fingerprint(tenant, model_name, key)
+        sent = params.get("cursor")
+        after = -1 if sent is None else _decode_cursor(sent, fingerprint)
+        selection = model.select(key)
+        if fault_kind == "empty_page":
+            return _envelope(sent or _encode_cursor(after, fingerprint), [])
+        chunk, more = model.page(selection, after, page_size)
+        results = [model.render(i) for i in chunk]
+        nxt = _encode_cursor(chunk[-1], fingerprint) if more and chunk else None
+        if fault_kind == "repeat_cursor":
+            nxt = sent or _encode_cursor(after, fingerprint)
+        return _envelope(nxt, results)
+
+    def _rate_headers(self, rate: RateState) -> dict[str, str]:
+        if rate.limit is None and rate.remaining is None:
+            # No budget enforced: never announce one running out (clients would wait).
+            return self._nominal_headers()
+        limit = NOMINAL_LIMIT if rate.limit is None else rate.limit
+        remaining = max(0, limit - rate.count) if rate.remaining is None else rate.remaining
+        return {
+            "ratelimit-limit": str(limit),
+            "ratelimit-remaining": str(remaining),
+            "ratelimit-reset": str(rate.reset_in()),
+        }
+
+    def _nominal_headers(self) -> dict[str, str]:
+        limit = self.limiter.limit or NOMINAL_LIMIT
+        return {
+            "ratelimit-limit": str(limit),
+            "ratelimit-remaining": str(limit),
+            "ratelimit-reset": str(max(1, int(self.limiter.window_s))),
+        }
+
+    # --- command line ------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--kombo-users", type=int, default=KomboSizes.users)
+        group.add_argument("--progress-per-user", type=int, default=KomboSizes.progress_per_user)
+        group.add_argument("--kombo-courses", type=int, default=KomboSizes.courses)
+        group.add_argument("--kombo-skills", type=int, default=KomboSizes.skills)
+        group.add_argument("--kombo-shape", choices=("legacy", "current"), default="legacy")
+        group.add_argument(
+            "--kombo-tenant",
+            action="append",
+            metavar="INTEGRATION_ID",
+            help=f"accepted X-Integration-Id (repeatable; default {list(DEFAULT_TENANTS)})",
+        )
+        group.add_argument("--kombo-budget-per-minute", type=int, default=None)
+
+    @classmethod
+    def settings_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {
+            "kombo_users": args.kombo_users,
+            "progress_per_user": args.progress_per_user,
+            "kombo_courses": args.kombo_courses,
+            "kombo_skills": args.kombo_skills,
+            "kombo_legacy_users": args.kombo_shape == "legacy",
+            "kombo_tenants": tuple(args.kombo_tenant or DEFAULT_TENANTS),
+            "kombo_budget_per_minute": args.kombo_budget_per_minute,
+        }
+
+
+def _envelope(nxt: str | None, results: list[Any]) -> dict[str, Any]:
+    return {"status": "success", "data": {"next": nxt, "results": results}}
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InputInvalid(f"page_size must be an integer between 1 and {MAX_PAGE_SIZE}.")
+    return int(raw)
+
+
+def _csv(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    return tuple(sorted({p.strip() for p in raw.split(",") if p.strip()}))
+
+
+def _fingerprint(tenant: str, model: str, key: tuple[Any, ...]) -> str:
+    text = json.dumps([tenant, model, *key])
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _encode_cursor(after: int, fingerprint: str) -> str:
+    raw = json.dumps({"after": after, "filters": fingerprint}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, fingerprint: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        after, filters = data["after"], data["filters"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise InputInvalid("The cursor is invalid.") from exc
+    if filters != fingerprint or not isinstance(after, int):
+        raise InputInvalid(
+            "The cursor was created with different filters; send the same filters with "
+            "every page of a cursor."
+        )
+    return after

@@ -1,0 +1,190 @@
+"""The package's layout rules (CONTRIBUTING.md): what the SDK must still offer, which modules
+may name a provider, and that the imports form no cycle."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from singer_sdk import RESTStream, Stream
+from singer_sdk.helpers import _typing as sdk_typing
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "tap_lms_unified"
+#: Not part of the tap: the fake API of the demo, the tests and the benchmark.
+SANDBOX = PACKAGE / "sandbox"
+#: The one place that knows each provider.
+PROVIDERS_DIR = PACKAGE / "providers"
+
+#: The singer-sdk versions whose private names below were checked against the tap's use.
+SDK_CHECKED = ((0, 54, 9), (0, 55))
+#: Private SDK names the tap relies on (no public equivalent), by where the SDK has them.
+#: After an SDK upgrade, re-read each use before widening SDK_CHECKED.
+SDK_PRIVATE = (
+    # providers/bindbee.py: stamps RECORDs with the run's table version ...
+    (Stream, "_stream_version"),
+    # ... and writes ACTIVATE_VERSION after the last tenant.
+    (Stream, "_write_activate_version_message"),
+    # streams.py: builds each request, sent through the tenant's own session.
+    (RESTStream, "_prepare_request"),
+    # streams.py: the SDK's switch for request metrics, honoured by the tap's own logging.
+    (RESTStream, "_LOG_REQUEST_METRICS"),
+    # tests/test_contract.py: the SDK's record conformance, run on spec examples.
+    (sdk_typing, "conform_record_data_types"),
+)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def modules() -> dict[str, Path]:
+    """The tap's modules by dotted name (the sandbox left out)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if SANDBOX in path.parents:
+            continue
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def shared_modules() -> list[Path]:
+    """Every module but the provider modules (and the sandbox)."""
+    return [path for path in modules().values() if PROVIDERS_DIR not in path.parents]
+
+
+# --------------------------------------------------------------------------- the SDK
+
+
+def test_sdk_version_is_one_the_private_names_were_checked_against() -> None:
+    version = _version(importlib.metadata.version("singer-sdk"))
+    low, high = SDK_CHECKED
+    assert low <= version < high, (
+        f"singer-sdk {version}: the tap's use of private SDK names was checked for "
+        f">={low},<{high}; re-check SDK_PRIVATE's uses, then widen SDK_CHECKED"
+    )
+    # The package's own requirement admits nothing outside that range either.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (sdk,) = [
+        Requirement(r) for r in project["project"]["dependencies"] if r.startswith("singer-sdk")
+    ]
+    just_below = ".".join(map(str, (*low[:2], low[2] - 1)))
+    for outside in (just_below, ".".join(map(str, high))):
+        assert not sdk.specifier.contains(outside), f"pyproject.toml admits singer-sdk {outside}"
+
+
+@pytest.mark.parametrize(("owner", "name"), SDK_PRIVATE, ids=[name for _, name in SDK_PRIVATE])
+def test_sdk_still_has_the_private_names_the_tap_uses(owner: object, name: str) -> None:
+    if name == "_stream_version":  # an instance attribute, set in Stream.__init__
+        source = Path(Stream.__init__.__code__.co_filename).read_text(encoding="utf-8")
+        assert f"self.{name}" in source, f"singer-sdk no longer sets {name}"
+    else:
+        assert hasattr(owner, name), f"singer-sdk no longer has {owner}.{name}"
+
+
+def test_sdk_private_names_listed_are_all_the_package_uses() -> None:
+    """A new private SDK name in the package must be added to SDK_PRIVATE (and checked)."""
+    listed = {name for _, name in SDK_PRIVATE}
+    own: set[str] = set()
+    used: set[str] = set()
+    for path in modules().values():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name.startswith("_"):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+                if is_self and not node.attr.startswith("__"):
+                    used.add(node.attr)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("singer_sdk"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name}: private SDK import {private}: list it"
+                assert "._" not in (node.module or ""), f"{path.name}: {node.module}: list it"
+    # `self._x` that the package neither defines nor assigns is the SDK's.
+    assigned = {
+        target.attr
+        for path in modules().values()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+    }
+    sdk_names = used - own - (assigned - listed)
+    assert sdk_names <= listed, f"private SDK names not in SDK_PRIVATE: {sdk_names - listed}"
+
+
+# --------------------------------------------------------------------------- providers
+
+
+@pytest.mark.parametrize("path", shared_modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_shared_modules_never_name_a_provider(path: Path) -> None:
+    """Shared modules learn everything about a provider through `Provider`."""
+    text = path.read_text(encoding="utf-8")
+    names = sorted({m.group(0) for m in re.finditer(r"kombo|bindbee", text, re.IGNORECASE)})
+    assert not names, f"{path.relative_to(ROOT)} names {names}: move it to its provider module"
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def runtime_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules a module imports when it runs.
+
+    Imports under `if TYPE_CHECKING:` are left out: they never run, and type-only imports
+    may go both ways (a `Run` knows its streams' type, a stream its run's).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for branch in node.orelse:
+                visit(branch)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in known else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return {module for module in found if module in known and module != name}
+
+
+def test_imports_form_no_cycle() -> None:
+    found = modules()
+    graph = {name: runtime_imports(name, path, set(found)) for name, path in found.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = [*trail[trail.index(name) :], name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        for imported in sorted(graph[name]):
+            visit(imported, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    # The layout of CONTRIBUTING.md: the tap sits on top, the registry below it.
+    assert "tap_lms_unified.providers" in graph["tap_lms_unified.tap"]
+    assert not graph["tap_lms_unified.provider"], "provider.py is the interface: no imports"
