@@ -66,3 +66,12 @@ TENANT_ERRORS = (
     requests.exceptions.RequestException,
     ConnectionError,
 )
+
+
+class Interrupted(SystemExit):
+    """SIGTERM or SIGINT: the run stops after the message being written, with the final
+    STATE, and exits with 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum

@@ -7,6 +7,7 @@ only talks to the `Provider` interface (provider.py) found in the registry.
 from __future__ import annotations
 
 import difflib
+import signal
 import typing as t
 from functools import cached_property
 from ipaddress import ip_address
@@ -16,6 +17,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_lms_unified.errors import Interrupted
 from tap_lms_unified.output import SingerWriter
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.run import Run
@@ -23,6 +25,7 @@ from tap_lms_unified.state import check_shape, migrate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from types import FrameType
 
     from singer_sdk import Stream
 
@@ -184,6 +187,8 @@ class TapLmsUnified(Tap):
 
     name = "tap-lms-unified"
     message_writer_class = SingerWriter
+    #: The termination signal received, if any (the run then stops; see _handle_termination).
+    _interrupted: int | None = None
     # Discovery validates the configuration exactly as a sync does.
     dynamic_catalog = True
 
@@ -311,9 +316,49 @@ class TapLmsUnified(Tap):
         """
         try:
             super().sync_all()
+        except Interrupted as stop:
+            self.stop_interrupted(stop)
+            raise
         finally:
             self.flush_output()  # also when interrupted: the records before it were read
         self.run.finish()
+
+    # -- signals: whole messages, each once, then the final STATE and 128 + signal ------
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # Replaces the SDK's handler, which wrote a STATE and exited from wherever the
+        # main thread was: in the middle of writing a buffer of records, which the final
+        # flush then wrote again (a cut line and duplicated records).
+        name = signal.Signals(signum).name
+        if self._interrupted is not None:
+            self.logger.warning("%s again: still finishing the message being written", name)
+            return
+        self._interrupted = signum
+        self.logger.warning(
+            "Received %s: stopping after the message being written; the final STATE "
+            "follows, then exit %d",
+            name,
+            128 + signum,
+        )
+        writer = self.message_writer
+        if isinstance(writer, SingerWriter) and writer.busy:
+            writer.stop_after = Interrupted(signum)  # raised once the message is out
+            return
+        raise Interrupted(signum)
+
+    def stop_interrupted(self, stop: Interrupted) -> None:
+        """Finish an interrupted sync: buffered records, the final STATE, the summary."""
+        self.flush_output()
+        self._state_writer.write_state(self.state)  # the SDK's final STATE, as it did
+        self.flush_output()
+        self.run.prefetcher.close()
+        for tenant in self.run.tenants.values():
+            self.logger.info(tenant.summary())
+        self.logger.warning(
+            "Interrupted by %s: exit %d after the final STATE",
+            signal.Signals(stop.signum).name,
+            stop.code,
+        )
 
     def flush_output(self) -> None:
         """Write out records still buffered by the writer (no STATE may follow them)."""

@@ -592,7 +592,6 @@ def wait_blocked_on_stdout(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-@xfail("a signal while stdout is blocked: duplicated or cut output, exit 0")
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_signal_while_stdout_is_blocked_ends_cleanly(servers, tmp_path, provider, sig, code):
