@@ -6,8 +6,9 @@ checked as RFC 3339: `T` separator, ASCII digits, `Z` or a numeric offset), ever
 property present and non-null, and each key unique per stream. It raises AssertionError
 listing the problems, and returns the number of records per stream.
 
-`jsonschema` comes with singer-sdk here (not a direct test dependency); its own
-`date-time` check needs the optional `rfc3339-validator`, so ours is built in.
+`jsonschema` is a test dependency (the `test` extra); its own `date-time` check needs
+the optional `rfc3339-validator`, so ours is built in. `tests/conftest.py`'s `run_tap`
+runs this on every in-process run, and the hostile tests on every CLI run.
 """
 
 from __future__ import annotations
