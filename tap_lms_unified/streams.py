@@ -553,7 +553,6 @@ class LmsStream(RESTStream[str | None]):
         # Set by the SDK's connection test (`--test`): a few records, then stop quietly;
         # a failure there is the test's answer, so it is not absorbed as a tenant's.
         limit = self.ABORT_AT_RECORD_COUNT
-        absorbed = Exception if limit is None else ()
         self.positions.pop(tenant.key, None)
         try:
             field, key = self.tenant_field, tenant.key
@@ -576,11 +575,16 @@ class LmsStream(RESTStream[str | None]):
                 row[field] = key
                 count += 1
                 yield row
-        except absorbed as exc:
+        except Exception as exc:
             # Anything that goes wrong reading or shaping this tenant's data ends this
             # tenant only; its previous bookmark is kept: this walk did not complete.
+            error = self.tenant_error(tenant, exc)
+            if limit is not None:  # the connection test's answer
+                if error is exc:
+                    raise
+                raise error from exc
             state.pop("progress_markers", None)
-            self.run.fail_tenant(tenant, self.name, self.tenant_error(tenant, exc))
+            self.run.fail_tenant(tenant, self.name, error)
         else:
             if signpost is not None and not count:
                 # A complete walk without rows: nothing changed up to the sync start. The
