@@ -525,9 +525,20 @@ class LmsStream(RESTStream[str | None]):
                     ", ".join(failed),
                     level=logging.WARNING,
                 )
+            elif self.filtered():
+                self.log(
+                    "Not activating the new version of %s: the walk was filtered "
+                    "(start_date), and the rows it left out must not be marked deleted.",
+                    self.name,
+                    level=logging.WARNING,
+                )
             else:
                 # Private: the SDK's writer of this message (it applies stream maps' aliases).
                 self._write_activate_version_message(self.run.version)
+
+    def filtered(self) -> bool:
+        """Whether this run's walks of this stream left records out (a date filter)."""
+        return False
 
     def tenant_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         """One tenant's records; a failure ends this tenant only."""

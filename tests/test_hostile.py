@@ -704,6 +704,31 @@ def test_full_table_forced_in_the_metadata_alone_is_honoured(servers, tmp_path):
     assert len(activations(run, "users")) == 1
 
 
+def test_forced_full_table_with_a_start_date_is_bounded_and_does_not_activate(servers, tmp_path):
+    """start_date is the user's own lower bound: a full-table walk keeps it (not the
+    bookmark), and a walk it filtered must not soft-delete the rows it left out."""
+    api = servers()
+    two_tenants(api)
+    settings = tenants_config(
+        "kombo",
+        api.url,
+        ["a", "b"],
+        emit_activate_version_messages=True,
+        start_date="2024-01-01T00:00:00Z",
+    )
+    run = run_tap(
+        tmp_path,
+        settings,
+        catalog=catalog("kombo", ["users"], full_table=["users"]),
+        state=bookmarked(["a", "b"]),
+    )
+    validate_singer_output(run.messages)
+    assert run.returncode == 0, run.describe()
+    assert {r.query.get("updated_after") for r in api.hits()} == {"2024-01-01T00:00:00.000Z"}
+    assert activations(run, "users") == []
+    assert log_line(run, "Not activating", "start_date"), run.describe()
+
+
 def test_forced_full_table_with_a_failed_tenant_does_not_activate(servers, tmp_path):
     api = servers()
     two_tenants(api, failing="b")

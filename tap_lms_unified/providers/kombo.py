@@ -69,10 +69,10 @@ class KomboStream(LmsStream):
         that is no timestamp, or lies in the future, is ignored with a warning: the
         stream is then read in full once (or from start_date), so nothing is lost.
         """
-        if self.full_table:  # forced in the catalog: no filter at all
-            return None
         candidates = []
-        bookmark = self.bookmark(context)
+        # A full-table sync (forced in the catalog) ignores the bookmark; start_date, the
+        # user's own lower bound, still applies (and then no version is activated).
+        bookmark = None if self.full_table else self.bookmark(context)
         if bookmark is not None:
             lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
             candidates.append(bookmark - lookback)
@@ -105,6 +105,11 @@ class KomboStream(LmsStream):
     def walk_start(self, context: Context | None) -> datetime | None:
         """`updated_after` of this tenant's walk."""
         return self.own_start(context)
+
+    def filtered(self) -> bool:
+        # This stream's rows come from walks that start no later than its own start (a
+        # shared walk starts at the earlier of the pair's), so: no own start, no filter.
+        return any(self.own_start(context) is not None for context in self.partitions)
 
     def get_url_params(
         self, context: Context | None, next_page_token: str | None
