@@ -273,29 +273,27 @@ def _watch(connection: HTTPConnection | socket.socket | None) -> None:
         deadline.watch(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
     """Watched from sending the request (connect, TLS) to the last byte of the body."""
 
+    sock: socket.socket | None
+
     def request(self, *args: t.Any, **kwargs: t.Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
+        _watch(t.cast("HTTPConnection", self))
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
     def getresponse(self) -> t.Any:
         # The socket itself: a response that closes the connection detaches it from here.
         _watch(self.sock)
-        return super().getresponse()
+        return super().getresponse()  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """The same, over TLS."""
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
 
-    def getresponse(self) -> t.Any:
-        _watch(self.sock)
-        return super().getresponse()
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
