@@ -18,7 +18,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_lms_unified.errors import Interrupted
-from tap_lms_unified.output import SingerWriter
+from tap_lms_unified.output import Lines, SingerWriter
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.run import Run
 from tap_lms_unified.state import check_shape, migrate
@@ -340,9 +340,9 @@ class TapLmsUnified(Tap):
             name,
             128 + signum,
         )
-        writer = self.message_writer
-        if isinstance(writer, SingerWriter) and writer.busy:
-            writer.stop_after = Interrupted(signum)  # raised once the message is out
+        lines = getattr(self.message_writer, "lines", None)
+        if isinstance(lines, Lines) and lines.busy:
+            lines.stop_after = Interrupted(signum)  # raised once the message is out
             return
         raise Interrupted(signum)
 
@@ -362,8 +362,9 @@ class TapLmsUnified(Tap):
 
     def flush_output(self) -> None:
         """Write out records still buffered by the writer (no STATE may follow them)."""
-        if isinstance(self.message_writer, SingerWriter):
-            self.message_writer.flush()
+        lines = getattr(self.message_writer, "lines", None)
+        if isinstance(lines, Lines):  # the Singer and the Airbyte writer alike
+            lines.flush()
 
     def discover_streams(self) -> list[Stream]:
         streams = [stream_class(tap=self, run=self.run) for stream_class in self.provider.streams]

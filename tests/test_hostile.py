@@ -16,12 +16,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import typing as t
 from pathlib import Path
 
 import pytest
 
+from tests.airbyte_utils import validate as validate_airbyte
 from tests.hostile import (
     API_KEY,
     ENDPOINT,
@@ -588,22 +590,56 @@ def wait_blocked_on_stdout(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def airbyte_catalog(config_file: Path, streams: t.Iterable[str]) -> dict:
+    """The source's own discovered catalog, configured for `streams` (incremental if it can)."""
+    done = subprocess.run(
+        [*AIRBYTE, "discover", "--config", str(config_file)],
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        env=cli_env(),
+        timeout=60,
+    )
+    (catalog_message,) = [m for m in parse_lines(done.stdout) if m["type"] == "CATALOG"]
+    wanted = set(streams)
+    return {
+        "streams": [
+            {
+                "stream": stream,
+                "sync_mode": stream["supported_sync_modes"][-1],
+                "destination_sync_mode": "overwrite",
+                "cursor_field": stream.get("default_cursor_field") or [],
+                "primary_key": stream["source_defined_primary_key"],
+            }
+            for stream in catalog_message["catalog"]["streams"]
+            if stream["name"] in wanted
+        ]
+    }
+
+
+AIRBYTE = [sys.executable, "-m", "tap_lms_unified.airbyte"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_signal_while_stdout_is_blocked_ends_cleanly(servers, tmp_path, provider, sig, code):
+@pytest.mark.parametrize("protocol", ["singer", "airbyte"])
+def test_signal_while_stdout_is_blocked_ends_cleanly(servers, tmp_path, protocol, provider, sig):
+    code = 128 + sig  # 143 for SIGTERM, 130 for Ctrl-C
     api = servers()
     api.route(PATHS[provider]["users"], many_pages(provider))
-    files = {"config": config(provider, api.url), "catalog": catalog(provider, ["users"])}
-    for kind, data in files.items():
-        (tmp_path / f"{kind}.json").write_text(json.dumps(data))
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config(provider, api.url)))
+    catalog_file = tmp_path / "catalog.json"
+    if protocol == "singer":
+        catalog_file.write_text(json.dumps(catalog(provider, ["users"])))
+        argv = command(config_file, catalog_file)
+    else:
+        catalog_file.write_text(json.dumps(airbyte_catalog(config_file, ["users"])))
+        argv = [*AIRBYTE, "read", "--config", str(config_file), "--catalog", str(catalog_file)]
     stderr_path = tmp_path / "stderr"
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            command(tmp_path / "config.json", tmp_path / "catalog.json"),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=ROOT,
-            env=cli_env(),
+            argv, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env=cli_env()
         )
         try:
             blocked = wait_blocked_on_stdout(proc.pid)
@@ -620,8 +656,19 @@ def test_signal_while_stdout_is_blocked_ends_cleanly(servers, tmp_path, provider
     broken = [(n, line[:120]) for n, line in enumerate(out.split(b"\n")) if not whole(line)]
     assert not broken, f"{len(broken)} lines are not whole JSON messages: {broken[:3]}"
     messages = parse_lines(out)
-    validate_singer_output(messages)  # includes: each RECORD key once
-    assert messages[-1]["type"] == "STATE", messages[-1]["type"]
+    if protocol == "singer":
+        validate_singer_output(messages)  # includes: each RECORD key once
+        assert messages[-1]["type"] == "STATE", messages[-1]["type"]
+    else:
+        for message in messages:
+            validate_airbyte(message)
+        ids = [m["record"]["data"]["id"] for m in messages if m["type"] == "RECORD"]
+        assert ids, "no record was written before the signal"
+        assert len(ids) == len(set(ids)), "a record was written twice"
+        states = [i for i, m in enumerate(messages) if m["type"] == "STATE"]
+        assert states, "no STATE after the signal"
+        last_record = max(i for i, m in enumerate(messages) if m["type"] == "RECORD")
+        assert states[-1] > last_record, "the last STATE does not follow the last record"
     assert proc.returncode in (code, -sig), f"exit {proc.returncode}\n{log[-2000:]}"
 
 
