@@ -29,7 +29,9 @@ the spec, so the lists cannot silently go stale):
 * ``enum``, ``pattern``, ``minimum``, ``description``, ``examples`` ... are dropped:
   the APIs pass unknown enum values through, so ``status``/``grade`` are plain
   strings. Only the ``date-time`` (and ``date``) formats are kept.
-* ``integer`` and ``number`` are kept exactly as the spec says.
+* ``integer`` and ``number`` are kept as the spec says, except the integers that real
+  systems send as fractions (``WIDENED_TO_NUMBER``: Bindbee's completion ``score``),
+  which become ``number``.
 * Objects without declared properties (``remote_data``, ``custom_fields``,
   ``raw_data``) are free-form: ``{"type": ["object", "null"],
   "additionalProperties": true}``. Objects with properties keep them, recursively.
@@ -86,6 +88,12 @@ DATE_TIME_OVERRIDES: dict[tuple[str, str], frozenset[str]] = {
     # Bindbee: only `modified_at` is declared date-time in the spec.
     ("bindbee", "enrollments"): frozenset({"start_date"}),
     ("bindbee", "completions"): frozenset({"started_at", "completed_at"}),
+}
+
+# Integers in the spec that real systems send with a fraction (a Bindbee completion
+# `score` of 87.5): widened to `number`, or such records would not match their SCHEMA.
+WIDENED_TO_NUMBER: dict[tuple[str, str], frozenset[str]] = {
+    ("bindbee", "completions"): frozenset({"score"}),
 }
 
 # Relations (a stream class's `relations`, Bindbee's) are typed in the spec as "anything or
@@ -308,6 +316,10 @@ class Converter:
         return DATE_TIME_OVERRIDES.get((self.stream.provider, self.stream.name), frozenset())
 
     @property
+    def widened_paths(self) -> frozenset[str]:
+        return WIDENED_TO_NUMBER.get((self.stream.provider, self.stream.name), frozenset())
+
+    @property
     def relations(self) -> tuple[str, ...]:
         return self.stream.relations
 
@@ -392,6 +404,11 @@ class Converter:
         if not types:
             raise self.fail(path, "typed as null only; add it to ANY_JSON_PATHS if intended")
 
+        if path in self.widened_paths:
+            self.used_overrides.add(f"number:{path}")
+            if types != ["integer"]:
+                raise self.fail(path, f"widening to number no longer needed: {part}")
+            types = ["number"]
         out: JsonSchema = {"type": typed(*types)}
         if "object" in types:
             props = part.get("properties")
@@ -418,9 +435,11 @@ class Converter:
         return out
 
     def check_overrides_used(self) -> None:
-        expected = {f"relation:{p}" for p in self.relations} | {
-            f"date-time:{p}" for p in self.date_time_paths
-        }
+        expected = (
+            {f"relation:{p}" for p in self.relations}
+            | {f"date-time:{p}" for p in self.date_time_paths}
+            | {f"number:{p}" for p in self.widened_paths}
+        )
         missing = expected - self.used_overrides
         if missing:
             raise SpecError(f"{self.stream.label}: overrides not found in the spec: {missing}")

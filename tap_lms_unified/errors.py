@@ -22,12 +22,32 @@ class TLSError(LmsAPIError):
     """The API's TLS certificate could not be verified: retrying will not help."""
 
 
+class RedirectRefusedError(LmsAPIError):
+    """A redirect to another origin, or from https to http: credentials must not follow."""
+
+
+class ResponseTooLargeError(LmsAPIError):
+    """A response beyond `max_response_bytes`: retrying would fetch it again."""
+
+
 class PaginationLoopError(LmsAPIError):
     """The API sent back a cursor it had already sent: paging would never end."""
 
 
 class PageSizeRejectedError(LmsAPIError):
     """A 422 that names `page_size`: the API accepts smaller pages than requested."""
+
+
+class BadDataError(LmsAPIError):
+    """A page or record of one tenant that cannot be read or shaped: that tenant fails."""
+
+
+class UnreadableRecord(ValueError):
+    """A record that is not what the API documents (raised while reading or shaping it)."""
+
+
+class InvalidRecordsError(LmsAPIError):
+    """Records without a usable primary key were not emitted (`invalid_records: fail`)."""
 
 
 class TenantsFailedError(LmsAPIError):
@@ -50,3 +70,12 @@ TENANT_ERRORS = (
     requests.exceptions.RequestException,
     ConnectionError,
 )
+
+
+class Interrupted(SystemExit):
+    """SIGTERM or SIGINT: the run stops after the message being written, with the final
+    STATE, and exits with 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum

@@ -1,8 +1,20 @@
-"""HTTP: each tenant's rate budget and session, and the waits the provider asks for."""
+"""HTTP: each tenant's rate budget and session, and the waits the provider asks for.
+
+A response is read whole within `request_timeout` (connect to last byte) and up to
+`max_response_bytes` (decoded): a watchdog thread shuts the socket of a request that
+outlives its deadline, however slowly the server trickles headers or body. TLS trusts
+the CA bundles of the environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, ...).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import heapq
+import itertools
+import os
+import socket
+import ssl
 import threading
 import time
 import typing as t
@@ -10,6 +22,14 @@ from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_ import create_urllib3_context
+
+if t.TYPE_CHECKING:
+    import logging
 
 
 class RateBudget:
@@ -113,21 +133,269 @@ def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float
     return None
 
 
+class ResponseTimeout(requests.exceptions.Timeout):
+    """No complete response (connect to last byte) within the request timeout."""
+
+
+class ResponseTooLarge(Exception):
+    """A response body (decoded) beyond `max_response_bytes`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response is larger than {limit} bytes")
+        self.limit = limit
+
+
+#: Bytes read from a response body at a time (decoded).
+CHUNK = 1 << 16
+
+
 class BudgetedSession(requests.Session):
     """A session that asks the tenant's budget before every request, retries included."""
 
-    def __init__(self, budget: RateBudget) -> None:
+    def __init__(self, budget: RateBudget, tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
         self.budget = budget
+        adapter = DeadlineAdapter(tls)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+    def fetch(
+        self, request: requests.PreparedRequest, *, timeout: float, max_bytes: int
+    ) -> requests.Response:
+        """One request, its whole body read within `timeout` seconds and `max_bytes`.
+
+        Redirects are not followed (the caller decides). Raises ResponseTimeout,
+        ResponseTooLarge, or the transport errors of requests.
+        """
         ticket = self.budget.acquire()
+        deadline = WATCHDOG.arm(timeout)
+        _current.deadline = deadline
+        response: requests.Response | None = None
         try:
-            response = super().send(request, **kwargs)
+            wait = max(deadline.remaining(), 0.001)
+            response = self.send(request, stream=True, timeout=(wait, wait), allow_redirects=False)
+            response._content = read_body(response, deadline, max_bytes)
             self.budget.observe(response, ticket)
+        except Exception as exc:
+            if response is not None:
+                response.close()  # drop the connection: it may hold the rest of a body
+            if deadline.expired and not isinstance(exc, ResponseTooLarge):
+                msg = f"timed out: no complete response within {timeout:g} s"
+                raise ResponseTimeout(msg) from exc
+            raise
         finally:
+            _current.deadline = None
+            WATCHDOG.disarm(deadline)
             self.budget.done()
         return response
+
+
+def read_body(response: requests.Response, deadline: Deadline, max_bytes: int) -> bytes:
+    """The decoded body, up to `max_bytes`, before the deadline."""
+    length = response.headers.get("content-length", "")
+    identity = response.headers.get("content-encoding", "identity").lower() == "identity"
+    if identity and length.isdigit() and int(length) > max_bytes:
+        raise ResponseTooLarge(max_bytes)
+    chunks = []
+    size = 0
+    for chunk in response.iter_content(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseTooLarge(max_bytes)
+        if deadline.expired:
+            raise ResponseTimeout("the deadline passed")
+        chunks.append(chunk)
+    if deadline.expired:  # a shut socket may also look like the end of the body
+        raise ResponseTimeout("the deadline passed")
+    return b"".join(chunks)
+
+
+class Deadline:
+    """When one request must be complete, and the connections serving it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+        self.done = False
+        self._connections: list[HTTPConnection | socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, connection: HTTPConnection | socket.socket) -> None:
+        with self._lock:
+            self._connections.append(connection)
+            expired = self.expired
+        if expired:
+            _shut(connection)
+
+    def finish(self) -> None:
+        """The request is over: never expire (its connection may serve the next one)."""
+        with self._lock:
+            self.done = True
+            self.at = -1.0  # the watchdog skips it when its turn comes
+
+    def expire(self) -> None:
+        with self._lock:
+            if self.done:  # the request completed in time: its connection is reused
+                return
+            self.expired = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: HTTPConnection | socket.socket) -> None:
+    """Wake whatever thread is blocked reading this connection (it then fails)."""
+    sock = connection if isinstance(connection, socket.socket) else connection.sock
+    if sock is not None:
+        # The plain socket's shutdown, also under TLS: the reader owns the TLS state.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class Watchdog:
+    """One daemon thread that expires deadlines (and shuts their sockets) on time."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> Deadline:
+        deadline = Deadline(time.monotonic() + seconds)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline.at, next(self._ids), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return deadline
+
+    def disarm(self, deadline: Deadline) -> None:
+        deadline.finish()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if deadline.at == at and wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if deadline.at == at:
+                deadline.expire()
+
+
+WATCHDOG = Watchdog()
+_current = threading.local()  # .deadline: the request this thread is sending
+
+
+def _watch(connection: HTTPConnection | socket.socket | None) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None and connection is not None:
+        deadline.watch(connection)
+
+
+class _Watched:
+    """Watched from sending the request (connect, TLS) to the last byte of the body."""
+
+    sock: socket.socket | None
+
+    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
+        _watch(t.cast("HTTPConnection", self))
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def getresponse(self) -> t.Any:
+        # The socket itself: a response that closes the connection detaches it from here.
+        _watch(self.sock)
+        return super().getresponse()  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with watched connections and, when verifying, our TLS context."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        super().__init__()
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: t.Any) -> t.Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS brings its own pools
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: t.Any, cert: t.Any = None
+    ) -> t.Any:
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        if verify is True and self.tls is not None:
+            pool["ssl_context"] = self.tls  # requests' documented way to a custom context
+        return host, pool
+
+
+#: Environment variables naming CA bundles (files) or folders of CA certificates.
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def tls_context(logger: logging.Logger) -> ssl.SSLContext:
+    """The CAs requests trusts (certifi) plus every CA bundle the environment names.
+
+    requests reads REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE only for `Session.request`, not for
+    the prepared requests the tap sends; OpenSSL's SSL_CERT_FILE/SSL_CERT_DIR are not
+    read at all once a bundle is given. A corporate CA in any of them is trusted here.
+    """
+    context = create_urllib3_context()
+    context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+    for name in CA_VARIABLES:
+        for path in filter(None, os.environ.get(name, "").split(os.pathsep)):
+            try:
+                if os.path.isdir(path):
+                    context.load_verify_locations(capath=path)
+                else:
+                    context.load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as exc:
+                logger.warning("%s=%s is not a usable CA bundle, ignored: %s", name, path, exc)
+    return context
+
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin:
+    """(scheme, host, port) of a URL: where its credentials may go."""
+    parts = urlparse(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def host_of(url: str) -> str:

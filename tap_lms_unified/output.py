@@ -1,12 +1,94 @@
-"""Output side: how Singer messages reach stdout (the Airbyte writer lives beside it)."""
+"""Output side: how messages reach stdout, as whole lines, each exactly once.
+
+`Lines` is the byte stream both protocols write through (the Airbyte writer lives in
+`airbyte/`); `SingerWriter` is the Singer side.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import typing as t
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib.messages import Message, SingerMessageType
+
+CHUNK = 1 << 20
+
+
+class Lines:
+    """Messages to a stream as whole lines, buffered in 1 MiB chunks, each byte written once.
+
+    The bytes of the buffer are removed as the operating system takes them, so a write cut
+    short (a signal while the reader is slow) is resumed, never repeated. A termination
+    signal that arrives while a message is handed over (`busy`) only takes effect after it:
+    the handler sets `stop_after`, which the main thread raises once the message is out.
+    """
+
+    def __init__(self, stream: t.IO[t.Any] | None = None) -> None:
+        self._stream = stream  # None: sys.stdout at the time of writing
+        self._pending = bytearray()
+        self._lock = threading.RLock()  # log lines may come from walk threads
+        #: A message is being handed over: a signal must not cut it.
+        self.busy = False
+        #: What to raise once the message being handed over is out (a deferred signal).
+        self.stop_after: BaseException | None = None
+
+    def add(self, data: bytes | bytearray, *, flush: bool) -> None:
+        """Append one or more whole lines; write them out now if `flush` or the chunk is full."""
+        with self._lock:
+            busy, self.busy = self.busy, True
+            try:
+                self._pending += data
+                if flush or len(self._pending) >= CHUNK:
+                    self._flush()
+            finally:
+                self.busy = busy
+        if self.stop_after is not None and not busy and _in_main_thread():
+            stop, self.stop_after = self.stop_after, None
+            raise stop
+
+    def flush(self) -> None:
+        """Write out everything buffered: each byte once, even if a write is cut short."""
+        with self._lock:
+            busy, self.busy = self.busy, True
+            try:
+                self._flush()
+            finally:
+                self.busy = busy
+
+    def _flush(self) -> None:
+        target = self._stream if self._stream is not None else sys.stdout
+        if self._pending:
+            self._write_pending(target)
+        target.flush()
+
+    def _write_pending(self, target: t.IO[t.Any]) -> None:
+        buffer = getattr(target, "buffer", None) if self._stream is None else target
+        if buffer is None:  # a text stream without bytes underneath (tests' io.StringIO)
+            target.write(self._pending.decode())
+            self._pending.clear()
+            return
+        target.flush()  # anything written through the stream itself goes first
+        try:
+            fd = buffer.fileno()
+        except (OSError, ValueError, AttributeError):  # no file descriptor (in memory)
+            buffer.write(self._pending)
+            self._pending.clear()
+            return
+        written = 0
+        view = memoryview(self._pending)
+        try:
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        finally:
+            view.release()
+            del self._pending[:written]  # what the OS took is never written again
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class SingerWriter(MsgSpecWriter):
@@ -16,31 +98,21 @@ class SingerWriter(MsgSpecWriter):
     write (and flush) per record cost more than the rest of writing it. Nothing is lost:
     every other message (STATE, SCHEMA, ACTIVATE_VERSION) is written and flushed together
     with all records before it, and a killed run resumes from the last STATE received.
+    Whole lines, each once, whatever signal arrives: see `Lines`.
     """
-
-    CHUNK = 1 << 20
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending = bytearray()
+        self.lines = Lines()
 
     def write_message(self, message: Message) -> None:
-        self._pending += self.format_message(message)
-        if message.type != SingerMessageType.RECORD or len(self._pending) >= self.CHUNK:
-            self.flush()
+        data = self.format_message(message)
+        self.lines.add(data, flush=message.type != SingerMessageType.RECORD)
 
     def write_record_line(self, line: bytes) -> None:
         """A RECORD message already serialised as the SDK would, newline included."""
-        self._pending += line
-        if len(self._pending) >= self.CHUNK:
-            self.flush()
+        self.lines.add(line, flush=False)
 
     def flush(self) -> None:
         """Write out everything buffered."""
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is not None:
-            buffer.write(self._pending)
-        else:  # a text stream without bytes underneath (tests' io.StringIO)
-            sys.stdout.write(self._pending.decode())
-        self._pending.clear()
-        sys.stdout.flush()
+        self.lines.flush()

@@ -26,12 +26,13 @@ _DECODE = msgspec.json.Decoder()
 
 
 def envelope_cursor(decoder: msgspec.json.Decoder[t.Any], content: bytes) -> t.Any:
-    """Decode a page with a typed `decoder` of its envelope: the envelope's errors as
-    KeyError/TypeError (not the envelope), other errors as DecodeError (no JSON)."""
+    """Decode a page with a typed `decoder` of its envelope (records skipped over): the
+    envelope's errors as KeyError/TypeError (not the envelope), DecodeError when msgspec
+    cannot read it (no JSON, or valid JSON msgspec refuses; the stream decides)."""
     try:
         return decoder.decode(content)
     except msgspec.ValidationError as exc:
-        _DECODE.decode(content)  # no JSON at all: DecodeError
+        _DECODE.decode(content)  # not for msgspec at all: DecodeError
         raise TypeError(str(exc)) from exc
 
 
@@ -62,6 +63,8 @@ class Provider:
     tenant_setting: t.ClassVar[str]
     #: The `*ratelimit-reset` header is a Unix time (True) or seconds from now (False).
     reset_is_epoch: t.ClassVar[bool] = False
+    #: Full-table syncs send ACTIVATE_VERSION unless `emit_activate_version_messages` is off.
+    activate_versions_by_default: t.ClassVar[bool] = False
     #: Fields of one item of the `integrations` setting (a tenant) for this provider.
     tenant_properties: t.ClassVar[tuple[th.Property[t.Any], ...]] = ()
     #: Settings only this provider reads (declared in the tap's config schema).
@@ -104,7 +107,9 @@ class Provider:
     def cursor(self, content: bytes) -> str | None:
         """The next cursor of a raw page, after checking it is the envelope.
 
-        DecodeError if it is no JSON, KeyError/TypeError if not the envelope. Providers
+        DecodeError if msgspec cannot read it (no JSON, or JSON msgspec refuses: the
+        stream then reads it with `decode_json` and `page`), KeyError/TypeError if not the
+        envelope. Providers
         override this with a typed decoder that skips over the records instead of
         building them (the main thread decodes them, once).
         """

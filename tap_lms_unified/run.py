@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 
-from tap_lms_unified.errors import TENANT_ERRORS, TenantsFailedError
-from tap_lms_unified.http import BudgetedSession, RateBudget
+from tap_lms_unified.errors import TENANT_ERRORS, InvalidRecordsError, TenantsFailedError
+from tap_lms_unified.http import BudgetedSession, RateBudget, tls_context
 from tap_lms_unified.walking import Prefetcher, Spool
 
 if t.TYPE_CHECKING:
@@ -46,6 +46,8 @@ class Tenant:
     headers: dict[str, str] = field(repr=False)  # X-Integration-Id / x-connector-token
     session: BudgetedSession = field(repr=False)
     records: Counter[str] = field(default_factory=Counter)
+    #: Records not emitted because their primary key was missing or unusable, by stream.
+    invalid: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -57,8 +59,11 @@ class Tenant:
         """One log line: outcome, records per stream, requests, retries, 429s, duration."""
         streams = " ".join(f"{name}={count}" for name, count in sorted(self.records.items()))
         outcome = f"FAILED ({self.failure})" if self.failure else "ok"
+        invalid = " ".join(f"{name}={count}" for name, count in sorted(self.invalid.items()))
+        if invalid:
+            invalid = f"; invalid records not emitted (no usable primary key): {invalid}"
         return (
-            f"Tenant {self.key}: {outcome}; records: {streams or 'none'}; "
+            f"Tenant {self.key}: {outcome}; records: {streams or 'none'}{invalid}; "
             f"{self.requests} requests, {self.retries} retries, {self.throttled} throttled "
             f"(429); {self.seconds:.1f} s walking"
         )
@@ -127,6 +132,7 @@ class Run:
         verify = self.config["tls_verify"] is not False
         if not verify:  # warned once at start-up, not on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        tls = tls_context(self.logger) if verify else None
         tenants = {}
         for spec in self.provider.tenants(self.config):
             budget = RateBudget(
@@ -134,7 +140,7 @@ class Run:
                 reset_is_epoch=self.provider.reset_is_epoch,
                 max_wait=float(self.config["max_retry_wait_seconds"]),
             )
-            session = BudgetedSession(budget)
+            session = BudgetedSession(budget, tls)
             session.verify = verify
             tenants[spec.key] = Tenant(key=spec.key, headers=spec.headers, session=session)
         return tenants
@@ -213,3 +219,18 @@ class Run:
             details = "; ".join(f"{t.key} ({t.failure})" for t in failed)
             msg = f"{len(failed)} of {len(self.tenants)} tenants failed: {details}"
             raise TenantsFailedError(msg)
+        invalid = [tenant for tenant in self.tenants.values() if tenant.invalid]
+        if invalid:
+            details = "; ".join(
+                f"{t.key} " + " ".join(f"{s}={n}" for s, n in sorted(t.invalid.items()))
+                for t in invalid
+            )
+            total = sum(sum(t.invalid.values()) for t in invalid)
+            msg = (
+                f"{total} records without a usable primary key were not emitted ({details}); "
+                "see the warnings above for where they came from"
+            )
+            if self.config.get("invalid_records") == "warn":
+                self.logger.warning("%s (invalid_records: warn)", msg)
+            else:
+                raise InvalidRecordsError(msg + ". Set 'invalid_records: warn' to accept that.")

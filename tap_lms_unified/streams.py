@@ -15,6 +15,7 @@ import typing as t
 from datetime import UTC, datetime
 from functools import cached_property
 from http import HTTPStatus
+from urllib.parse import urljoin
 
 import backoff
 import msgspec
@@ -26,20 +27,32 @@ from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
 from tap_lms_unified.errors import (
     TENANT_ERRORS,
     TRANSPORT_ERRORS,
     AuthenticationError,
+    BadDataError,
     IntegrationNotReadyError,
     LmsAPIError,
     PageSizeRejectedError,
     PaginationLoopError,
+    RedirectRefusedError,
+    ResponseTooLargeError,
     TLSError,
+    UnreadableRecord,
 )
-from tap_lms_unified.http import host_of, reset_seconds
+from tap_lms_unified.http import (
+    Origin,
+    ResponseTimeout,
+    ResponseTooLarge,
+    host_of,
+    origin_of,
+    reset_seconds,
+)
 from tap_lms_unified.output import SingerWriter
-from tap_lms_unified.shaping import Shaper
+from tap_lms_unified.shaping import Shaper, decode_json, json_type_name
 from tap_lms_unified.walking import Spool
 
 if t.TYPE_CHECKING:
@@ -47,11 +60,17 @@ if t.TYPE_CHECKING:
 
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib import Catalog
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_lms_unified.run import Run, Tenant
 
-_DECODE = msgspec.json.Decoder()
+#: Redirects followed within the api_url's origin, per request.
+MAX_REDIRECTS = 5
+#: Invalid records (no usable primary key) logged per stream and tenant; the rest are counted.
+INVALID_LOGGED = 20
+#: The shortest wait before any retry (unless `max_retry_wait_seconds` is lower).
+MIN_RETRY_WAIT = 1.0
 
 
 class CursorPaginator(BaseAPIPaginator[str | None]):
@@ -60,6 +79,8 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
     def __init__(self, stream: LmsStream) -> None:
         super().__init__(None)
         self.stream = stream
+        #: Every cursor this walk has sent: one coming back means a cycle (A → B → A).
+        self.seen: set[str] = set()
 
     def get_next(self, response: requests.Response) -> str | None:
         return self.stream.cursor_of(response)
@@ -70,11 +91,14 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
     def advance(self, response: requests.Response) -> None:
         # Overridden to raise a clear, typed error instead of the SDK's bare RuntimeError.
         sent = self.current_value
+        if sent is not None:
+            self.seen.add(sent)
         following = self.get_next(response)
-        if following is not None and following == sent:
+        if following is not None and following in self.seen:
+            again = "the cursor it was sent" if following == sent else "a cursor it sent before"
             msg = (
-                f"{self.stream.endpoint} returned the cursor it was sent: a pagination loop "
-                f"(page {self.count + 1}). Stopping instead of fetching the same page forever."
+                f"{self.stream.endpoint} returned {again}: a pagination loop "
+                f"(page {self.count + 1}). Stopping instead of fetching the same pages forever."
             )
             raise PaginationLoopError(msg)
         super().advance(response)
@@ -109,15 +133,14 @@ class LmsStream(RESTStream[str | None]):
     @cached_property
     def shape(self) -> Shaper:
         """Puts one record in this stream's schema shape."""
-        return self.shaper(self.datetime_fields)
-
-    def shaper(self, datetime_fields: Iterable[str]) -> Shaper:
-        """A shaper of this stream's records converting `datetime_fields`."""
         return Shaper(
             self.name,
             self.schema["properties"],
-            datetime_fields,
+            self.datetime_fields,
             expected_extra=self.split_off,
+            # Keys: a record without a usable one is not emitted (get_records); the tenant
+            # field is set by get_records.
+            unchecked=(*self.primary_keys, self.tenant_field),
             warn=lambda msg, *args: self.log(msg, *args, level=logging.WARNING),
         )
 
@@ -173,7 +196,12 @@ class LmsStream(RESTStream[str | None]):
         Walk threads do not decode the records: the main thread does, once (walking.py).
         """
         if "_lms_cursor" not in response.__dict__:
-            response.__dict__["_lms_cursor"] = self.run.provider.cursor(response.content)
+            provider = self.run.provider
+            try:
+                cursor = provider.cursor(response.content)
+            except msgspec.DecodeError:  # no JSON, or JSON msgspec refuses: decode_json says
+                cursor = provider.page(decode_json(response.content))[1]
+            response.__dict__["_lms_cursor"] = cursor
         return t.cast("str | None", response.__dict__["_lms_cursor"])
 
     def validate_response(self, response: requests.Response) -> None:
@@ -254,7 +282,8 @@ class LmsStream(RESTStream[str | None]):
                 wait = reset_seconds(exception.response, reset_is_epoch=epoch)
             if wait is None:
                 wait = float(min(2 ** (attempt - 1), 60))
-            exception = yield min(wait, cap)
+            # A reset header already in the past (clock skew) must not mean "retry at once".
+            exception = yield min(max(wait, MIN_RETRY_WAIT), cap)
 
     def backoff_jitter(self, value: float) -> float:
         # A small jitter on top of the provider's wait, never below it.
@@ -300,33 +329,89 @@ class LmsStream(RESTStream[str | None]):
                     if self.run.step_down_page_size(size):
                         continue  # the same page again, smaller
                     raise
+                except RecursionError as exc:
+                    msg = (
+                        f"{self.endpoint}, page {paginator.count + 1}: the JSON body is nested "
+                        "too deeply to read"
+                    )
+                    raise BadDataError(msg) from exc
                 request_counter.increment()
                 self.update_sync_costs(prepared, response, context)
                 yield response
                 paginator.advance(response)
 
     def send(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
-        """Send through the tenant's budgeted session and validate the answer."""
+        """Send through the tenant's budgeted session and validate the answer.
+
+        Redirects within the api_url's origin are followed (a few); one to another origin,
+        or from https to http, fails the tenant: nothing is sent there.
+        """
+        origin = origin_of(self.url_base)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self.fetch(prepared, tenant)
+            target = tenant.session.get_redirect_target(response)
+            if target is None:
+                break
+            url = urljoin(response.url, target)
+            if origin_of(url) != origin:
+                raise RedirectRefusedError(self.redirect_refused(response, origin, url))
+            prepared = prepared.copy()
+            prepared.prepare_url(url, None)
+        else:
+            msg = f"{self.endpoint}: more than {MAX_REDIRECTS} redirects; not followed further"
+            raise LmsAPIError(self.run.redact(msg))
+        self._log_request_duration(response, tenant)
+        self.validate_response(response)
+        return response
+
+    def fetch(self, prepared: requests.PreparedRequest, tenant: Tenant) -> requests.Response:
+        """One HTTP exchange, whole within request_timeout and max_response_bytes."""
         tenant.requests += 1
         try:
-            response = tenant.session.send(
-                prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+            return tenant.session.fetch(
+                prepared,
+                timeout=self.timeout,
+                max_bytes=int(self.config["max_response_bytes"]),
             )
         except requests.exceptions.SSLError as exc:
             reason = str(exc).rsplit("SSLError(", 1)[-1].rstrip(")")
             msg = (
                 f"{self.endpoint}: TLS verification failed for {host_of(prepared.url or '')} "
-                f"({reason}); not retried. Fix the certificate or proxy "
-                "('tls_verify: false' only for debugging)."
+                f"({reason}); not retried. If a private or corporate CA signs the certificate, "
+                "point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at a bundle that holds it; "
+                "'tls_verify: false' turns verification off (debugging only)."
             )
             raise TLSError(self.run.redact(msg)) from exc
+        except ResponseTooLarge as exc:
+            msg = (
+                f"{self.endpoint}: the response is larger than max_response_bytes "
+                f"({exc.limit} bytes, decoded); not retried. Raise 'max_response_bytes' if "
+                "pages are really that large, or lower 'page_size'."
+            )
+            raise ResponseTooLargeError(self.run.redact(msg)) from exc
+        except ResponseTimeout as exc:
+            msg = (
+                f"{self.endpoint}: timed out: no complete response within request_timeout "
+                f"({self.timeout:g} s)"
+            )
+            raise RetriableAPIError(self.run.redact(msg)) from exc
         except (*TRANSPORT_ERRORS,) as exc:
             # Retried like a 5xx; when retries run out, the error names the endpoint.
             msg = f"{self.endpoint}: {type(exc).__name__}: {transport_cause(exc)}"
             raise RetriableAPIError(self.run.redact(msg)) from exc
-        self._log_request_duration(response, tenant)
-        self.validate_response(response)
-        return response
+
+    def redirect_refused(self, response: requests.Response, origin: Origin, url: str) -> str:
+        """Why a redirect is not followed, naming the endpoint and the target host."""
+        scheme, host, port = origin_of(url)
+        why = "another origin"
+        if origin[0] == "https" and scheme != "https":
+            why = "from https to plain http"
+        msg = (
+            f"{self.endpoint} → HTTP {response.status_code} redirect to {scheme}://{host}:{port} "
+            f"({why}); not followed, so that the API key and the tenant's credentials stay "
+            f"with {origin[0]}://{origin[1]}:{origin[2]}. Check 'api_url'."
+        )
+        return self.run.redact(msg)
 
     def _log_request_duration(self, response: requests.Response, tenant: Tenant) -> None:
         """The SDK's `http_request_duration` metric, which its own request loop would log."""
@@ -357,18 +442,39 @@ class LmsStream(RESTStream[str | None]):
         if not prefetcher.has(self.name, tenant.key):  # not planned: walk it now
             self.prepare_walk(dict(context or {}))
             prefetcher.start([(self.name, tenant.key, self._raw_pages_of(dict(context or {})))])
-        for page in prefetcher.pages(self.name, tenant.key):
-            yield from self.records_of(page)
+        key = tenant.key
+        # Where the walk is, for messages about a record: [page, record], from 1.
+        position = self.positions[key] = [0, 0]
+        for number, page in enumerate(prefetcher.pages(self.name, key), 1):
+            position[:] = number, 0
+            for index, record in enumerate(self.records_of(page), 1):
+                position[1] = index
+                if type(record) is not dict:
+                    msg = f"the record is {json_type_name(record)}, not an object"
+                    raise UnreadableRecord(msg)
+                yield record
 
     def records_of(self, page: bytes) -> list[t.Any]:
         """The records of a raw page whose envelope was checked (in its walk)."""
         try:
-            return self.run.provider.page(_DECODE.decode(page))[0]
+            return self.run.provider.page(decode_json(page))[0]
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            # A record the envelope check skips over (invalid UTF-8, a number out of
-            # range) ends the tenant here.
+            # A record the envelope check skips over (invalid UTF-8, say) ends the tenant.
             msg = f"{self.endpoint} returned a page whose records are not valid JSON: {exc}"
-            raise LmsAPIError(self.run.redact(msg)) from exc
+            raise BadDataError(self.run.redact(msg)) from exc
+
+    @cached_property
+    def positions(self) -> dict[str, list[int]]:
+        """[page, record] of each tenant's walk as read by the main thread."""
+        return {}
+
+    def where(self, tenant: Tenant) -> str:
+        """`GET /lms/users, page 3, record 17`: the record being read of a tenant's walk."""
+        position = self.positions.get(tenant.key)
+        if position is None or not position[0]:
+            return self.endpoint
+        page, record = position
+        return f"{self.endpoint}, page {page}" + (f", record {record}" if record else "")
 
     def start_walks(self) -> None:
         """Start, once per run, the walks of every selected stream for every tenant.
@@ -485,7 +591,70 @@ class LmsStream(RESTStream[str | None]):
             if key not in record:
                 record[key] = value
 
+    # -- full-table syncs: ACTIVATE_VERSION only after every tenant was read in full -----
+
+    @property
+    def full_table(self) -> bool:
+        """Whether this sync reads everything (the catalog may force it on any stream)."""
+        return self.replication_method == REPLICATION_FULL_TABLE
+
+    @property
+    def activate_versions(self) -> bool:
+        """Whether this full-table sync ends with ACTIVATE_VERSION."""
+        default = self.run.provider.activate_versions_by_default
+        return self.full_table and bool(self.config.get("emit_activate_version_messages", default))
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        # Off for the SDK, which would send ACTIVATE_VERSION *before* the records: a tenant
+        # failing later in the run would then lose all its rows. We send it after the last
+        # tenant, and only when every tenant was read in full (see get_records).
+        return False
+
+    def apply_catalog(self, catalog: Catalog) -> None:
+        # The SDK prefers the entry's `replication_method` (INCREMENTAL as discovered) over
+        # the metadata's `forced-replication-method`: forcing FULL_TABLE through the
+        # metadata alone would be silently ignored. A method forced there wins.
+        super().apply_catalog(catalog)
+        entry = catalog.get_stream(self.name)
+        root = entry.metadata.get(()) if entry is not None else None
+        forced = getattr(root, "forced_replication_method", None)
+        if forced and forced != self.forced_replication_method:
+            self.forced_replication_method = forced
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        activate = self.activate_versions
+        if activate:
+            # Private: the SDK stamps RECORDs with this and offers no public setter.
+            self._stream_version = self.run.version
+        yield from self.tenant_records(context)
+        if activate and context == self.partitions[-1]:
+            failed = [tenant.key for tenant in self.run.failed()]
+            if failed:
+                self.log(
+                    "Not activating the new version of %s: tenants %s were not read in "
+                    "full, and their rows must not be marked deleted.",
+                    self.name,
+                    ", ".join(failed),
+                    level=logging.WARNING,
+                )
+            elif self.filtered():
+                self.log(
+                    "Not activating the new version of %s: the walk was filtered "
+                    "(start_date), and the rows it left out must not be marked deleted.",
+                    self.name,
+                    level=logging.WARNING,
+                )
+            else:
+                # Private: the SDK's writer of this message (it applies stream maps' aliases).
+                self._write_activate_version_message(self.run.version)
+
+    def filtered(self) -> bool:
+        """Whether this run's walks of this stream left records out (a date filter)."""
+        return False
+
+    def tenant_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """One tenant's records; a failure ends this tenant only."""
         self._high = None  # a new partition: its own progress markers
         tenant = self.tenant(context)
         if tenant.failure is not None:
@@ -493,7 +662,7 @@ class LmsStream(RESTStream[str | None]):
             return
         state = self.get_context_state(context)
         signpost = None
-        if self.replication_key:
+        if self.replication_key and not self.full_table:
             # The SDK writes the signpost (bookmarks never pass the sync start) at stream
             # level only; each tenant's partition needs its own.
             signpost = self.get_replication_key_signpost(context)
@@ -509,22 +678,38 @@ class LmsStream(RESTStream[str | None]):
         # Set by the SDK's connection test (`--test`): a few records, then stop quietly;
         # a failure there is the test's answer, so it is not absorbed as a tenant's.
         limit = self.ABORT_AT_RECORD_COUNT
-        absorbed = TENANT_ERRORS if limit is None else ()
+        self.positions.pop(tenant.key, None)
         try:
             field, key = self.tenant_field, tenant.key
+            keys = self.primary_keys
+            only = keys[0] if len(keys) == 1 else None
             rows = self.tenant_rows(context)
             for row in rows:
                 if limit is not None and self._dry_run_rows >= limit:
                     rows.close()
                     break
+                if only:
+                    value = row.get(only)
+                    usable = type(value) is str and value != ""
+                else:
+                    usable = all(type(row.get(k)) is str and row.get(k) for k in keys)
+                if not usable:
+                    self.reject(tenant, row)
+                    continue
                 self._dry_run_rows += 1
                 row[field] = key
                 count += 1
                 yield row
-        except absorbed as exc:
-            # Keep the tenant's previous bookmark: this walk did not complete.
+        except Exception as exc:
+            # Anything that goes wrong reading or shaping this tenant's data ends this
+            # tenant only; its previous bookmark is kept: this walk did not complete.
+            error = self.tenant_error(tenant, exc)
+            if limit is not None:  # the connection test's answer
+                if error is exc:
+                    raise
+                raise error from exc
             state.pop("progress_markers", None)
-            self.run.fail_tenant(tenant, self.name, exc)
+            self.run.fail_tenant(tenant, self.name, error)
         else:
             if signpost is not None and not count:
                 # A complete walk without rows: nothing changed up to the sync start. The
@@ -534,6 +719,47 @@ class LmsStream(RESTStream[str | None]):
                 )
         finally:
             tenant.records[self.name] += count
+
+    def tenant_error(self, tenant: Tenant, exc: Exception) -> Exception:
+        """The error that fails a tenant: the walk's own, or one naming where and what."""
+        if isinstance(exc, TENANT_ERRORS):
+            return exc
+        if isinstance(exc, UnreadableRecord):
+            what = str(exc)
+        elif isinstance(exc, RecursionError):
+            what = "a value nested too deeply to read"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        error = BadDataError(self.run.redact(f"{self.where(tenant)}: {what}"))
+        error.__cause__ = exc
+        return error
+
+    def reject(self, tenant: Tenant, row: dict[str, t.Any]) -> None:
+        """Count (and log, the first few times) a row without a usable primary key."""
+        tenant.invalid[self.name] += 1
+        count = tenant.invalid[self.name]
+        if count > INVALID_LOGGED:
+            return
+        problems = []
+        for name in self.primary_keys:
+            value = row.get(name)
+            if value is None:
+                problems.append(f"{name} is null or missing")
+            elif type(value) is not str or not value:
+                shown = repr(value) if type(value) in (int, float, str) else ""
+                problems.append(f"{name} is {json_type_name(value)} {shown}".rstrip())
+        self.log(
+            "Stream %s, tenant %s, %s: %s, not a usable primary key: record not emitted "
+            "(counted as invalid in the tenant's summary)%s",
+            self.name,
+            tenant.key,
+            self.where(tenant),
+            "; ".join(problems),
+            "; further invalid records of this stream and tenant are only counted"
+            if count == INVALID_LOGGED
+            else "",
+            level=logging.WARNING,
+        )
 
     def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         """This stream's rows for one tenant."""
@@ -604,6 +830,6 @@ def transport_cause(exc: BaseException) -> str:
 
 def _decode_or_none(response: requests.Response) -> t.Any:
     try:
-        return _DECODE.decode(response.content) if response.content else None
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        return decode_json(response.content) if response.content else None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None

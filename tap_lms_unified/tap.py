@@ -7,6 +7,7 @@ only talks to the `Provider` interface (provider.py) found in the registry.
 from __future__ import annotations
 
 import difflib
+import signal
 import typing as t
 from functools import cached_property
 from ipaddress import ip_address
@@ -16,13 +17,15 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_lms_unified.output import SingerWriter
+from tap_lms_unified.errors import Interrupted
+from tap_lms_unified.output import Lines, SingerWriter
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.run import Run
 from tap_lms_unified.state import check_shape, migrate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from types import FrameType
 
     from singer_sdk import Stream
 
@@ -111,7 +114,17 @@ COMMON_SETTINGS = (
         th.NumberType,
         default=60,
         title="Request timeout (s)",
-        description="Seconds to wait for a response before retrying.",
+        description="Seconds one response may take, from connecting to its last byte, "
+        "before it is abandoned and retried (however slowly the server sends).",
+    ),
+    th.Property(
+        "max_response_bytes",
+        th.IntegerType,
+        default=50_000_000,
+        title="Maximum response size (bytes)",
+        description="Largest response body, counted decoded (after gzip), that the tap "
+        "reads; a larger one fails its tenant with an error naming this setting. The "
+        "default (50 MB) is far above any real page; memory stays a small multiple of it.",
     ),
     th.Property(
         "max_retries",
@@ -146,6 +159,15 @@ COMMON_SETTINGS = (
         "the API key and tokens must not travel in clear text.",
     ),
     th.Property(
+        "invalid_records",
+        th.StringType(allowed_values=["fail", "warn"]),
+        default="fail",
+        title="Records without a usable key",
+        description="A record whose primary key is missing, null or not a string is never "
+        "emitted; it is logged and counted per tenant and stream. `fail` (default): the run "
+        "then exits non-zero; `warn`: only a warning.",
+    ),
+    th.Property(
         "user_agent",
         th.StringType,
         title="User agent",
@@ -166,6 +188,8 @@ class TapLmsUnified(Tap):
 
     name = "tap-lms-unified"
     message_writer_class = SingerWriter
+    #: The termination signal received, if any (the run then stops; see _handle_termination).
+    _interrupted: int | None = None
     # Discovery validates the configuration exactly as a sync does.
     dynamic_catalog = True
 
@@ -231,7 +255,7 @@ class TapLmsUnified(Tap):
         # Settings with a default are filled in by the SDK; only an explicit null is None.
         if config["max_retries"] is not None and config["max_retries"] < 0:
             errors.append(f"'max_retries' must not be negative, got {config['max_retries']!r}")
-        for name in ("request_timeout", "max_concurrency"):
+        for name in ("request_timeout", "max_concurrency", "max_response_bytes"):
             if config[name] is not None and config[name] <= 0:
                 errors.append(f"'{name}' must be greater than 0, got {config[name]!r}")
         errors.extend(_api_url_errors(config))
@@ -293,14 +317,55 @@ class TapLmsUnified(Tap):
         """
         try:
             super().sync_all()
+        except Interrupted as stop:
+            self.stop_interrupted(stop)
+            raise
         finally:
             self.flush_output()  # also when interrupted: the records before it were read
         self.run.finish()
 
+    # -- signals: whole messages, each once, then the final STATE and 128 + signal ------
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # Replaces the SDK's handler, which wrote a STATE and exited from wherever the
+        # main thread was: in the middle of writing a buffer of records, which the final
+        # flush then wrote again (a cut line and duplicated records).
+        name = signal.Signals(signum).name
+        if self._interrupted is not None:
+            self.logger.warning("%s again: still finishing the message being written", name)
+            return
+        self._interrupted = signum
+        self.logger.warning(
+            "Received %s: stopping after the message being written; the final STATE "
+            "follows, then exit %d",
+            name,
+            128 + signum,
+        )
+        lines = getattr(self.message_writer, "lines", None)
+        if isinstance(lines, Lines) and lines.busy:
+            lines.stop_after = Interrupted(signum)  # raised once the message is out
+            return
+        raise Interrupted(signum)
+
+    def stop_interrupted(self, stop: Interrupted) -> None:
+        """Finish an interrupted sync: buffered records, the final STATE, the summary."""
+        self.flush_output()
+        self._state_writer.write_state(self.state)  # the SDK's final STATE, as it did
+        self.flush_output()
+        self.run.prefetcher.close()
+        for tenant in self.run.tenants.values():
+            self.logger.info(tenant.summary())
+        self.logger.warning(
+            "Interrupted by %s: exit %d after the final STATE",
+            signal.Signals(stop.signum).name,
+            stop.code,
+        )
+
     def flush_output(self) -> None:
         """Write out records still buffered by the writer (no STATE may follow them)."""
-        if isinstance(self.message_writer, SingerWriter):
-            self.message_writer.flush()
+        lines = getattr(self.message_writer, "lines", None)
+        if isinstance(lines, Lines):  # the Singer and the Airbyte writer alike
+            lines.flush()
 
     def discover_streams(self) -> list[Stream]:
         streams = [stream_class(tap=self, run=self.run) for stream_class in self.provider.streams]

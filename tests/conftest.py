@@ -21,6 +21,7 @@ import pytest
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
+from tests.singer_validation import validate_singer_output
 
 if t.TYPE_CHECKING:
     from tap_lms_unified.streams import LmsStream
@@ -142,6 +143,8 @@ def run_tap(
         raise error
     # split on "\n" only: JSON does not escape U+2028 and friends inside strings
     messages = [json.loads(line) for line in stdout.getvalue().split("\n") if line.strip()]
+    # Every record of every run matches its stream's SCHEMA message, keys present and unique.
+    validate_singer_output(messages)
     return TapRun(messages=messages, log=log_stream.getvalue(), error=error)
 
 
@@ -232,7 +235,20 @@ def run_cli(
         cwd=ROOT,
         env=cli_env(),
     )
-    return CliRun(result.returncode, result.stdout.split("\n"), result.stderr)
+    run = CliRun(result.returncode, result.stdout.split("\n"), result.stderr)
+    if not {"--discover", "--about", "--version", "--help"} & set(args):
+        validate_cli_output(run)
+    return run
+
+
+def validate_cli_output(run: CliRun) -> None:
+    """A CLI run's stdout, when it is Singer messages: every record against its SCHEMA."""
+    try:
+        messages = run.messages
+    except json.JSONDecodeError:  # not a sync (usage errors, --test output, ...)
+        return
+    if all(isinstance(m, dict) and "type" in m for m in messages):
+        validate_singer_output(messages)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from tests.conftest import (
     primary_key,
     run_tap,
     stream_classes,
+    validate_cli_output,
     write_json,
 )
 
@@ -189,12 +190,14 @@ def run_cli_until(
             proc.stdout.close()
     text = b"".join(out)
     complete = text if text.endswith(b"\n") or not text else text[: text.rfind(b"\n") + 1]
-    return CliRun(
+    run = CliRun(
         proc.returncode,
         complete.decode("utf-8").split("\n"),
         stderr_path.read_text(encoding="utf-8"),
         killed_after=killed_after,
     )
+    validate_cli_output(run)
+    return run
 
 
 # ------------------------------------------------------------------ secrets

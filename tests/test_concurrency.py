@@ -16,7 +16,9 @@ import typing as t
 
 import pytest
 
+from tap_lms_unified.errors import BadDataError
 from tap_lms_unified.sandbox import SANDBOX_API_KEY, Fault, Sandbox
+from tap_lms_unified.tap import TapLmsUnified
 from tests.conftest import TapRun, bindbee_config, kombo_config, run_tap
 from tests.test_tenants import comparable
 
@@ -377,11 +379,19 @@ def test_direct_records_are_the_sdks_records(sandbox, provider):
     assert all("time_extracted" in m for m in direct.messages if m["type"] == "RECORD")
 
 
-def test_a_record_that_is_no_json_ends_its_tenant(sandbox):
-    """The walk checks the envelope and skips over records; the reader catches the rest."""
+def test_records_the_walk_skips_over_are_read_by_the_reader(sandbox):
+    """The walk checks the envelope and skips over records; the reader reads them, JSON
+    that msgspec refuses included (a number beyond a double: a key that is no string)."""
     body = '{"cursor": null, "page_size": 1, "items": [{"id": 1e999999}]}'
     sandbox.inject(Fault("status", provider="bindbee", path="/users", status=200, body=body))
     run = run_tap(bindbee_config(sandbox), expect_error=True)
-    assert "GET /api/lms/v1/users returned a page whose records are not valid JSON" in str(
-        run.error
-    )
+    assert "records without a usable primary key were not emitted (acme users=1)" in str(run.error)
+
+
+def test_a_page_whose_records_are_no_json_ends_its_tenant(sandbox):
+    """What the walk's envelope check lets through and is no JSON (invalid UTF-8)."""
+    tap = TapLmsUnified(config=bindbee_config(sandbox))
+    stream = tap.streams["users"]
+    assert stream.records_of(b'{"cursor": null, "items": [{"id": "a"}]}') == [{"id": "a"}]
+    with pytest.raises(BadDataError, match="returned a page whose records are not valid JSON"):
+        stream.records_of(b'{"cursor": null, "items": [{"id": "a\xff"}]}')

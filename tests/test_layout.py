@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from singer_sdk import RESTStream, Stream
+from singer_sdk import RESTStream, Stream, Tap
 from singer_sdk.helpers import _typing as sdk_typing
 
 from tests.conftest import ROOT
@@ -27,7 +27,7 @@ SDK_CHECKED = ((0, 54, 9), (0, 55))
 #: Private SDK names the tap relies on (no public equivalent), by where the SDK has them.
 #: After an SDK upgrade, re-read each use before widening SDK_CHECKED.
 SDK_PRIVATE = (
-    # providers/bindbee.py: stamps RECORDs with the run's table version ...
+    # streams.py: full-table syncs stamp RECORDs with the run's table version ...
     (Stream, "_stream_version"),
     # ... and writes ACTIVATE_VERSION after the last tenant.
     (Stream, "_write_activate_version_message"),
@@ -35,6 +35,10 @@ SDK_PRIVATE = (
     (RESTStream, "_prepare_request"),
     # streams.py: the SDK's switch for request metrics, honoured by the tap's own logging.
     (RESTStream, "_LOG_REQUEST_METRICS"),
+    # tap.py: the SDK's termination handler (registered for SIGTERM/SIGINT), replaced ...
+    (Tap, "_handle_termination"),
+    # ... and its state writer, for the final STATE of an interrupted run.
+    (Tap, "_state_writer"),
     # tests/test_contract.py: the SDK's record conformance, run on spec examples.
     (sdk_typing, "conform_record_data_types"),
 )
@@ -84,8 +88,9 @@ def test_sdk_version_is_one_the_private_names_were_checked_against() -> None:
 
 @pytest.mark.parametrize(("owner", "name"), SDK_PRIVATE, ids=[name for _, name in SDK_PRIVATE])
 def test_sdk_still_has_the_private_names_the_tap_uses(owner: object, name: str) -> None:
-    if name == "_stream_version":  # an instance attribute, set in Stream.__init__
-        source = Path(Stream.__init__.__code__.co_filename).read_text(encoding="utf-8")
+    if name in ("_stream_version", "_state_writer"):  # instance attributes, set in __init__
+        init = owner.__init__  # type: ignore[misc]
+        source = Path(init.__code__.co_filename).read_text(encoding="utf-8")
         assert f"self.{name}" in source, f"singer-sdk no longer sets {name}"
     else:
         assert hasattr(owner, name), f"singer-sdk no longer has {owner}.{name}"

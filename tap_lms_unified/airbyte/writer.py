@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import logging
-import sys
 import threading
 import traceback
 import typing as t
@@ -31,6 +30,7 @@ from singer_sdk.io_base import GenericSingerWriter
 from singer_sdk.singerlib.messages import Message, SingerMessageType
 
 from tap_lms_unified.airbyte import messages as ab
+from tap_lms_unified.output import Lines
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -52,38 +52,28 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 class Output:
-    """Airbyte messages to stdout: one JSON line each, records buffered in 1 MiB chunks."""
+    """Airbyte messages to stdout: one JSON line each, through the tap's `Lines`.
 
-    CHUNK = 1 << 20
+    Records are buffered in 1 MiB chunks; every other message is written at once. Lines
+    stay whole and are written once, whatever signal arrives (see `output.Lines`).
+    """
 
     def __init__(
         self, stream: t.BinaryIO | None = None, redact: Callable[[str], str] | None = None
     ) -> None:
-        self._stream = stream
-        self._pending = bytearray()
-        self._lock = threading.RLock()
+        self.lines = Lines(stream)
+        self._lock = threading.Lock()
         #: Replaces secrets in every text written out (the run's `Redactor`).
         self.redact: Callable[[str], str] = redact or (lambda text: text)
         self.counts: Counter[str] = Counter()
 
-    @property
-    def stream(self) -> t.BinaryIO:
-        return self._stream if self._stream is not None else sys.stdout.buffer
-
     def write(self, message: dict[str, t.Any], *, buffered: bool = False) -> None:
-        line = _ENCODER.encode(message) + b"\n"
         with self._lock:
             self.counts[message["type"]] += 1
-            self._pending += line
-            if not buffered or len(self._pending) >= self.CHUNK:
-                self.flush()
+        self.lines.add(_ENCODER.encode(message) + b"\n", flush=not buffered)
 
     def flush(self) -> None:
-        with self._lock:
-            if self._pending:
-                self.stream.write(self._pending)
-                self._pending.clear()
-            self.stream.flush()
+        self.lines.flush()
 
     def text(self, value: str) -> str:
         return self.redact(value)
@@ -126,6 +116,8 @@ class AirbyteWriter(GenericSingerWriter[bytes, Message]):
         initial_states: t.Mapping[str, StreamState] | None = None,
     ) -> None:
         self.output = output or Output()
+        #: The tap's signal handler finds the byte stream here, as on the Singer writer.
+        self.lines = self.output.lines
         #: The configured streams: only their state is sent.
         self.streams = set(streams)
         #: Whether some tenant has failed so far: the streams from then on are incomplete.

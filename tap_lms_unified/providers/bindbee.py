@@ -13,7 +13,6 @@ requests per minute per token, `X-RateLimit-Reset` in Unix seconds.
 from __future__ import annotations
 
 import hashlib
-import logging
 import typing as t
 from http import HTTPStatus
 from importlib.resources import files
@@ -57,38 +56,6 @@ class BindbeeStream(LmsStream):
     def path(self) -> str:  # type: ignore[override]
         return f"/api/lms/v1/{self.name}"
 
-    @property
-    def activate_versions(self) -> bool:
-        """On by default: the only way a target learns that a Bindbee record was deleted."""
-        return bool(self.config.get("emit_activate_version_messages", True))
-
-    @property
-    def emit_activate_version_messages(self) -> bool:
-        # Off for the SDK, which would send ACTIVATE_VERSION *before* the records: a tenant
-        # failing later in the run would then lose all its rows. We send it after the last
-        # tenant, and only when every tenant was read in full (see get_records).
-        return False
-
-    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        version = self.run.version
-        if self.activate_versions:
-            # Private: the SDK stamps RECORDs with this and offers no public setter.
-            self._stream_version = version
-        yield from super().get_records(context)
-        if self.activate_versions and context == self.partitions[-1]:
-            failed = [tenant.key for tenant in self.run.failed()]
-            if failed:
-                self.log(
-                    "Not activating the new version of %s: tenants %s were not read in "
-                    "full, and their rows must not be marked deleted.",
-                    self.name,
-                    ", ".join(failed),
-                    level=logging.WARNING,
-                )
-            else:
-                # Private: the SDK's writer of this message (it applies stream maps' aliases).
-                self._write_activate_version_message(version)
-
     def get_url_params(
         self, context: Context | None, next_page_token: str | None
     ) -> dict[str, t.Any]:
@@ -102,14 +69,14 @@ class BindbeeStream(LmsStream):
         return params
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        record = self.shape(record)
+        # Relations first: the shaper then checks the ids against the schema.
         for name in self.relations:
             value = record.get(name)
             if isinstance(value, dict):
                 record[name] = value.get("id")
             elif isinstance(value, list):
                 record[name] = [v.get("id") if isinstance(v, dict) else v for v in value]
-        yield record
+        yield self.shape(record)
 
 
 class UsersStream(BindbeeStream):
@@ -170,6 +137,8 @@ class Bindbee(Provider):
     tenant_field = "connector_name"
     tenant_setting = "connector_token"
     reset_is_epoch = True  # `X-RateLimit-Reset` is a Unix time
+    # The only way a target learns that a Bindbee record was deleted.
+    activate_versions_by_default = True
     streams = STREAMS
     tenant_properties = (
         th.Property("connector_token", th.StringType, secret=True),

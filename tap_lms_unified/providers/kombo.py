@@ -26,13 +26,14 @@ import msgspec
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk import typing as th
 
+from tap_lms_unified.errors import UnreadableRecord
 from tap_lms_unified.provider import Provider, TenantSpec, envelope_cursor
-from tap_lms_unified.shaping import parse_utc, utc_iso
+from tap_lms_unified.shaping import json_type_name, parse_utc, utc_iso
 from tap_lms_unified.state import bookmark_of, partition_of
 from tap_lms_unified.streams import LmsStream, PairedStream
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
 
@@ -82,7 +83,9 @@ class KomboStream(LmsStream):
         stream is then read in full once (or from start_date), so nothing is lost.
         """
         candidates = []
-        bookmark = self.bookmark(context)
+        # A full-table sync (forced in the catalog) ignores the bookmark; start_date, the
+        # user's own lower bound, still applies (and then no version is activated).
+        bookmark = None if self.full_table else self.bookmark(context)
         if bookmark is not None:
             lookback = timedelta(minutes=int(self.config["lookback_window_minutes"]))
             candidates.append(bookmark - lookback)
@@ -116,6 +119,11 @@ class KomboStream(LmsStream):
     def walk_start(self, context: Context | None) -> datetime | None:
         """`updated_after` of this tenant's walk."""
         return self.own_start(context)
+
+    def filtered(self) -> bool:
+        # This stream's rows come from walks that start no later than its own start (a
+        # shared walk starts at the earlier of the pair's), so: no own start, no filter.
+        return any(self.own_start(context) is not None for context in self.partitions)
 
     def get_url_params(
         self, context: Context | None, next_page_token: str | None
@@ -180,28 +188,30 @@ class ProgressStream(KomboPairedStream):
     replication_key = "user_changed_at"
     datetime_fields = ("enrollment_date", "completion_date", "user_changed_at", "_sdc_deleted_at")
 
-    #: Set from the user, converted once per user rather than once per item.
-    from_user: t.ClassVar[tuple[str, ...]] = ("user_changed_at", "_sdc_deleted_at")
-
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        items = record.get("progress") or ()  # the current user shape has no progress
-        if not items:
+        items = record.get("progress")
+        if not items:  # the current user shape has no progress
             return
-        user_id = record["id"]
+        if type(items) is not list:
+            msg = f"'progress' of user {record.get('id')!r} is {json_type_name(items)}"
+            raise UnreadableRecord(msg + ", not an array")
+        # The user's timestamps are converted once per user, and set after shaping (as
+        # strings or null they fit the schema), not converted again for every item.
         changed_at = utc_iso(record.get("changed_at"))
         deleted_at = utc_iso(record.get("remote_deleted_at"))
-        shape = self.item_shape
+        user_id = record["id"]
+        shape = self.shape
         for item in items:
-            row = shape(item)
+            if type(item) is not dict:
+                msg = f"an item of 'progress' of user {record.get('id')!r} is "
+                raise UnreadableRecord(msg + f"{json_type_name(item)}, not an object")
+            row = dict(item)
             row["user_id"] = user_id
+            row["user_changed_at"] = row["_sdc_deleted_at"] = None
+            row = shape(row)
             row["user_changed_at"] = changed_at
             row["_sdc_deleted_at"] = deleted_at
             yield row
-
-    @cached_property
-    def item_shape(self) -> Callable[[dict[str, t.Any]], dict[str, t.Any]]:
-        """Puts one `progress[]` item in this stream's shape, but for the user's fields."""
-        return self.shaper([f for f in self.datetime_fields if f not in self.from_user])
 
 
 class CourseProgressionsStream(KomboStream):
@@ -234,7 +244,16 @@ class CourseRevisionsStream(KomboPairedStream):
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         course_deleted = record.get("remote_deleted_at")
-        for revision in record.get("revisions") or ():
+        revisions = record.get("revisions")
+        if not revisions:
+            return
+        if type(revisions) is not list:
+            msg = f"'revisions' of course {record.get('id')!r} is {json_type_name(revisions)}"
+            raise UnreadableRecord(msg + ", not an array")
+        for revision in revisions:
+            if type(revision) is not dict:
+                msg = f"a revision of course {record.get('id')!r} is {json_type_name(revision)}"
+                raise UnreadableRecord(msg + ", not an object")
             row = dict(revision)
             row.setdefault("course_id", record["id"])
             row = self.shape(row)
