@@ -551,6 +551,7 @@ class LmsStream(RESTStream[str | None]):
             return writer, maps[0].stream_alias
         return None
 
+    # Private SDK hook (no public one writes a RECORD); pinned in tests/test_layout.py.
     def _write_record_message(self, record: dict[str, t.Any]) -> None:
         plain = self._plain_writer
         if plain is None:
@@ -565,6 +566,7 @@ class LmsStream(RESTStream[str | None]):
         writer.write_record_line(singer_encoder.encode(message) + b"\n")
         self.state_manager.is_flushed = False
 
+    # Private SDK hook (the per-record bookmark update); pinned in tests/test_layout.py.
     def _increment_stream_state(
         self, latest_record: dict[str, t.Any], *, context: Context | None = None
     ) -> None:
@@ -578,6 +580,7 @@ class LmsStream(RESTStream[str | None]):
         if isinstance(value, str):
             self._high = value if high is None or value > high else high
 
+    # Private SDK hook (partition keys and child streams); pinned in tests/test_layout.py.
     def _process_record(
         self,
         record: dict[str, t.Any],

@@ -39,6 +39,14 @@ SDK_PRIVATE = (
     (Tap, "_handle_termination"),
     # ... and its state writer, for the final STATE of an interrupted run.
     (Tap, "_state_writer"),
+    # streams.py overrides three per-record steps of the SDK's sync loop (the CPU target of
+    # issue 12); each falls back to the SDK's own when it would do more than nothing:
+    # writing a RECORD (deselection, maps, flattening, another writer) ...
+    (Stream, "_write_record_message"),
+    # ... promoting the bookmark (only values that can raise it) ...
+    (Stream, "_increment_stream_state"),
+    # ... and handing a record to child streams (the tap has none).
+    (Stream, "_process_record"),
     # tests/test_contract.py: the SDK's record conformance, run on spec examples.
     (sdk_typing, "conform_record_data_types"),
 )
