@@ -266,6 +266,30 @@ def sandbox() -> t.Iterator[Sandbox]:
         yield sb
 
 
+def kombo_tenants_config(sb: Sandbox, tenants: t.Iterable[str], **overrides: t.Any) -> dict:
+    """Several Kombo integrations in one run (`integrations`)."""
+    integrations = [{"integration_id": tenant} for tenant in tenants]
+    return {
+        "provider": "kombo",
+        "api_key": SANDBOX_API_KEY,
+        "api_url": sb.kombo_url,
+        "integrations": integrations,
+        **overrides,
+    }
+
+
+def bindbee_tenants_config(sb: Sandbox, tokens: t.Mapping[str, str], **overrides: t.Any) -> dict:
+    """Several Bindbee connectors in one run (`integrations`, token → name)."""
+    integrations = [{"connector_token": token, "name": name} for token, name in tokens.items()]
+    return {
+        "provider": "bindbee",
+        "api_key": SANDBOX_API_KEY,
+        "api_url": sb.bindbee_url,
+        "integrations": integrations,
+        **overrides,
+    }
+
+
 def kombo_config(sb: Sandbox, **overrides: t.Any) -> dict:
     config = {
         "provider": "kombo",

@@ -9,8 +9,15 @@ from collections import Counter
 import pytest
 
 from tap_lms_unified.errors import AuthenticationError, IntegrationNotReadyError, TenantsFailedError
-from tap_lms_unified.sandbox import SANDBOX_API_KEY, Sandbox
-from tests.conftest import TapRun, bookmark, run_cli, run_tap
+from tap_lms_unified.sandbox import Sandbox
+from tests.conftest import (
+    TapRun,
+    bindbee_tenants_config,
+    bookmark,
+    kombo_tenants_config,
+    run_cli,
+    run_tap,
+)
 
 KOMBO_TENANTS = ("sandbox:acme", "sandbox:globex", "sandbox:initech")
 TOKENS = {"tok-acme-0123456789": "acme", "tok-globex-9876543210": "globex"}
@@ -33,27 +40,13 @@ def sb() -> t.Iterator[Sandbox]:
 
 
 def kombo(sb: Sandbox, tenants: t.Sequence[str] = KOMBO_TENANTS, **extra: t.Any) -> dict:
-    return {
-        "provider": "kombo",
-        "api_key": SANDBOX_API_KEY,
-        "api_url": sb.kombo_url,
-        "integrations": [{"integration_id": i} for i in tenants],
-        "page_size": 10,
-        "max_retry_wait_seconds": 1,
-        **extra,
-    }
+    defaults: dict[str, t.Any] = {"page_size": 10, "max_retry_wait_seconds": 1}
+    return kombo_tenants_config(sb, tenants, **(defaults | extra))
 
 
 def bindbee(sb: Sandbox, **extra: t.Any) -> dict:
-    return {
-        "provider": "bindbee",
-        "api_key": SANDBOX_API_KEY,
-        "api_url": sb.bindbee_url,
-        "integrations": [{"connector_token": k, "name": v} for k, v in TOKENS.items()],
-        "page_size": 10,
-        "max_retry_wait_seconds": 1,
-        **extra,
-    }
+    defaults: dict[str, t.Any] = {"page_size": 10, "max_retry_wait_seconds": 1}
+    return bindbee_tenants_config(sb, TOKENS, **(defaults | extra))
 
 
 def ids_by_tenant(run: TapRun, stream: str, field: str) -> dict[str, set[str]]:
