@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -37,26 +38,34 @@ class Lines:
 
     def add(self, data: bytes | bytearray, *, flush: bool) -> None:
         """Append one or more whole lines; write them out now if `flush` or the chunk is full."""
-        with self._lock:
-            busy, self.busy = self.busy, True
-            try:
-                self._pending += data
-                if flush or len(self._pending) >= CHUNK:
-                    self._flush()
-            finally:
-                self.busy = busy
-        if self.stop_after is not None and not busy and _in_main_thread():
-            stop, self.stop_after = self.stop_after, None
-            raise stop
+        with self.message(), self._lock:
+            self._pending += data
+            if flush or len(self._pending) >= CHUNK:
+                self._flush()
 
     def flush(self) -> None:
         """Write out everything buffered: each byte once, even if a write is cut short."""
-        with self._lock:
-            busy, self.busy = self.busy, True
-            try:
-                self._flush()
-            finally:
-                self.busy = busy
+        with self.message(), self._lock:
+            self._flush()
+
+    @contextlib.contextmanager
+    def message(self) -> t.Iterator[None]:
+        """Hand one message over (possibly in several writes): a signal waits for its end.
+
+        Only the main thread, where signal handlers run, marks itself busy: a log line that
+        a walk thread writes does not hold a signal back.
+        """
+        if not _in_main_thread():
+            yield
+            return
+        busy, self.busy = self.busy, True
+        try:
+            yield
+        finally:
+            self.busy = busy
+        if self.stop_after is not None and not busy:
+            stop, self.stop_after = self.stop_after, None
+            raise stop
 
     def _flush(self) -> None:
         target = self._stream if self._stream is not None else sys.stdout

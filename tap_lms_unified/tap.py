@@ -316,12 +316,15 @@ class TapLmsUnified(Tap):
         finished and their state was written.
         """
         try:
-            super().sync_all()
+            try:
+                super().sync_all()
+            finally:
+                self.flush_output()  # also when interrupted: the records before it were read
+            if self._interrupted is not None:  # arrived while the last lines were written
+                raise Interrupted(self._interrupted)
         except Interrupted as stop:
             self.stop_interrupted(stop)
             raise
-        finally:
-            self.flush_output()  # also when interrupted: the records before it were read
         self.run.finish()
 
     # -- signals: whole messages, each once, then the final STATE and 128 + signal ------
@@ -349,6 +352,9 @@ class TapLmsUnified(Tap):
 
     def stop_interrupted(self, stop: Interrupted) -> None:
         """Finish an interrupted sync: buffered records, the final STATE, the summary."""
+        lines = getattr(self.message_writer, "lines", None)
+        if isinstance(lines, Lines):
+            lines.stop_after = None  # this is that stop: the final messages must go out
         self.flush_output()
         self._state_writer.write_state(self.state)  # the SDK's final STATE, as it did
         self.flush_output()

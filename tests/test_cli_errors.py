@@ -7,6 +7,7 @@ and that no traceback appears.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import typing as t
@@ -171,9 +172,14 @@ def test_wrong_api_key_is_one_line(tmp_path):
 
 
 def test_unreachable_api_names_the_cause(tmp_path):
-    with Sandbox(seed=1) as sb:  # a port that was just free: nothing listens there after
-        config = kombo_config(sb, max_retries=1, max_retry_wait_seconds=0.1)
-    result = tap(tmp_path, "--config", "c.json", files={"c.json": config})
+    # A port held by a socket that does not listen: connections to it are refused, and
+    # no other process can take it while the test runs.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}/v1"
+        config = {"provider": "kombo", "api_key": "k", "integration_id": "a", "api_url": url}
+        config |= {"max_retries": 1, "max_retry_wait_seconds": 0.1}
+        result = tap(tmp_path, "--config", "c.json", files={"c.json": config})
     assert result.code == EXIT_API
     assert len(result.errors()) == 1, result.errors()
     assert "ConnectionError: [Errno 111] Connection refused" in result.errors()[0]

@@ -164,6 +164,10 @@ def read(args: argparse.Namespace, output: Output) -> int:
         tap.sync_all()  # flushes; raises when a tenant failed (or at once with fail_fast)
     except Exception as exc:  # settings, inputs, failed tenants, a failure of the tap itself
         error = exc
+    except SystemExit:  # interrupted (128 + signal) after the final STATE: mark it so
+        if writer is not None:
+            writer.finish(complete=False)
+        raise
     if writer is not None:
         writer.finish(complete=error is None)
     if error is None:

@@ -136,14 +136,17 @@ class AirbyteWriter(GenericSingerWriter[bytes, Message]):
         return _ENCODER.encode(message.to_dict())
 
     def write_message(self, message: Message) -> None:
-        kind = message.type
-        if kind == SingerMessageType.RECORD:
-            self._record(t.cast("t.Any", message))
-        elif kind == SingerMessageType.STATE:
-            self._state(t.cast("t.Any", message).value)
-        elif kind == SingerMessageType.SCHEMA:
-            self._start(t.cast("t.Any", message).stream)
-        # ACTIVATE_VERSION and BATCH have no Airbyte counterpart.
+        # One Singer message may become several Airbyte messages (a status, a record):
+        # a termination signal waits until all of them are out, and the counts match.
+        with self.lines.message():
+            kind = message.type
+            if kind == SingerMessageType.RECORD:
+                self._record(t.cast("t.Any", message))
+            elif kind == SingerMessageType.STATE:
+                self._state(t.cast("t.Any", message).value)
+            elif kind == SingerMessageType.SCHEMA:
+                self._start(t.cast("t.Any", message).stream)
+            # ACTIVATE_VERSION and BATCH have no Airbyte counterpart.
 
     # -- translation ----------------------------------------------------------------------
 
