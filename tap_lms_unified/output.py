@@ -38,6 +38,11 @@ class Lines:
 
     def add(self, data: bytes | bytearray, *, flush: bool) -> None:
         """Append one or more whole lines; write them out now if `flush` or the chunk is full."""
+        if not flush and len(self._pending) + len(data) < CHUNK:
+            # The hot path (a RECORD): no system call, so nothing a signal could cut.
+            with self._lock:
+                self._pending += data
+            return
         with self.message(), self._lock:
             self._pending += data
             if flush or len(self._pending) >= CHUNK:

@@ -251,18 +251,23 @@ def validate_cli_output(run: CliRun) -> None:
         validate_singer_output(messages)
 
 
+#: The small sandbox most tests use: 60 legacy users x 3 progress, 12 courses, 8 skills;
+#: Bindbee 40 users, 10 courses.
+SMALL_SANDBOX: dict[str, t.Any] = {
+    "seed": 7,
+    "kombo_users": 60,
+    "progress_per_user": 3,
+    "kombo_courses": 12,
+    "kombo_skills": 8,
+    "bindbee_users": 40,
+    "bindbee_courses": 10,
+}
+
+
 @pytest.fixture
 def sandbox() -> t.Iterator[Sandbox]:
-    """A small sandbox: 60 legacy users x 3 progress, 12 courses, 8 skills; bindbee 40 users."""
-    with Sandbox(
-        seed=7,
-        kombo_users=60,
-        progress_per_user=3,
-        kombo_courses=12,
-        kombo_skills=8,
-        bindbee_users=40,
-        bindbee_courses=10,
-    ) as sb:
+    """A small sandbox (SMALL_SANDBOX)."""
+    with Sandbox(**SMALL_SANDBOX) as sb:
         yield sb
 
 

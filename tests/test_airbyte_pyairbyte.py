@@ -28,7 +28,14 @@ import pytest
 
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tests.airbyte_utils import expected_kombo_counts
-from tests.conftest import BINDBEE_STREAMS, BINDBEE_TOKEN, KOMBO_STREAMS, KOMBO_TENANT, ROOT
+from tests.conftest import (
+    BINDBEE_STREAMS,
+    BINDBEE_TOKEN,
+    KOMBO_STREAMS,
+    KOMBO_TENANT,
+    ROOT,
+    SMALL_SANDBOX,
+)
 from tests.conftest import bindbee_config as bindbee_settings
 from tests.conftest import kombo_config as kombo_settings
 
@@ -77,15 +84,7 @@ def pyairbyte(request, tmp_path_factory) -> t.Iterator[tuple[Sandbox, dict, dict
     executable = Path(sys.executable).parent / "source-lms-unified"
     assert executable.exists(), "pip install -e . creates the console script"
     work = tmp_path_factory.mktemp("pyairbyte")
-    with Sandbox(
-        seed=7,
-        kombo_users=60,
-        progress_per_user=3,
-        kombo_courses=12,
-        kombo_skills=8,
-        bindbee_users=40,
-        bindbee_courses=10,
-    ) as sandbox:
+    with Sandbox(**SMALL_SANDBOX) as sandbox:
         expected = expected_kombo_counts(sandbox, [KOMBO_TENANT])
         sandbox.inject(
             Fault(provider="kombo", tenant=FAILING_TENANT, kind="status", status=503, times=None)
