@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, resolve_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
@@ -155,6 +155,8 @@ class BudgetedSession(requests.Session):
     def __init__(self, budget: RateBudget, tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
         self.budget = budget
+        #: Proxies by origin: requests would read the environment again for every request.
+        self._proxies: dict[Origin, dict[str, str]] = {}
         adapter = DeadlineAdapter(tls)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
@@ -172,8 +174,20 @@ class BudgetedSession(requests.Session):
         _current.deadline = deadline
         response: requests.Response | None = None
         try:
+            origin = origin_of(request.url or "")
+            proxies = self._proxies.get(origin)
+            if proxies is None:
+                proxies = self._proxies[origin] = resolve_proxies(
+                    request, dict(self.proxies), self.trust_env
+                )
             wait = max(deadline.remaining(), 0.001)
-            response = self.send(request, stream=True, timeout=(wait, wait), allow_redirects=False)
+            response = self.send(
+                request,
+                stream=True,
+                timeout=(wait, wait),
+                allow_redirects=False,
+                proxies=proxies,
+            )
             response._content = read_body(response, deadline, max_bytes)
             self.budget.observe(response, ticket)
         except Exception as exc:
@@ -375,8 +389,12 @@ def tls_context(logger: logging.Logger) -> ssl.SSLContext:
     """
     context = create_urllib3_context()
     context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+    loaded = {os.path.realpath(DEFAULT_CA_BUNDLE_PATH)}  # one bundle is often named thrice
     for name in CA_VARIABLES:
         for path in filter(None, os.environ.get(name, "").split(os.pathsep)):
+            if os.path.realpath(path) in loaded:
+                continue
+            loaded.add(os.path.realpath(path))
             try:
                 if os.path.isdir(path):
                     context.load_verify_locations(capath=path)

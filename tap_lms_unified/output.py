@@ -31,19 +31,31 @@ class Lines:
         self._stream = stream  # None: sys.stdout at the time of writing
         self._pending = bytearray()
         self._lock = threading.RLock()  # log lines may come from walk threads
+        #: RECORD lines of the main thread not yet in `_pending`, and their size: a list
+        #: append is all a record costs. Only the main thread moves them on, in order.
+        self._records: list[bytes] = []
+        self._held = 0
         #: A message is being handed over: a signal must not cut it.
         self.busy = False
         #: What to raise once the message being handed over is out (a deferred signal).
         self.stop_after: BaseException | None = None
 
+    def add_record(self, line: bytes) -> None:
+        """One whole RECORD line, from the main thread: written out once a chunk is full."""
+        self._records.append(line)  # one step: a signal finds the line held, or not yet
+        self._held += len(line)
+        if self._held >= CHUNK:
+            self.flush()
+
     def add(self, data: bytes | bytearray, *, flush: bool) -> None:
         """Append one or more whole lines; write them out now if `flush` or the chunk is full."""
-        if not flush and len(self._pending) + len(data) < CHUNK:
+        if not flush and not self._records and len(self._pending) + len(data) < CHUNK:
             # The hot path (a RECORD): no system call, so nothing a signal could cut.
             with self._lock:
                 self._pending += data
             return
         with self.message(), self._lock:
+            self._take_records()
             self._pending += data
             if flush or len(self._pending) >= CHUNK:
                 self._flush()
@@ -51,7 +63,15 @@ class Lines:
     def flush(self) -> None:
         """Write out everything buffered: each byte once, even if a write is cut short."""
         with self.message(), self._lock:
+            self._take_records()
             self._flush()
+
+    def _take_records(self) -> None:
+        """Move the main thread's held RECORD lines to the buffer, before anything later."""
+        if self._records and _in_main_thread():
+            self._pending += b"".join(self._records)
+            self._records.clear()
+            self._held = 0
 
     @contextlib.contextmanager
     def message(self) -> t.Iterator[None]:
@@ -124,8 +144,11 @@ class SingerWriter(MsgSpecWriter):
         self.lines.add(data, flush=message.type != SingerMessageType.RECORD)
 
     def write_record_line(self, line: bytes) -> None:
-        """A RECORD message already serialised as the SDK would, newline included."""
-        self.lines.add(line, flush=False)
+        """A RECORD message already serialised as the SDK would, newline included.
+
+        Main thread only, as every message the SDK writes.
+        """
+        self.lines.add_record(line)
 
     def flush(self) -> None:
         """Write out everything buffered."""

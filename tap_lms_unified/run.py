@@ -132,7 +132,9 @@ class Run:
         verify = self.config["tls_verify"] is not False
         if not verify:  # warned once at start-up, not on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        tls = tls_context(self.logger) if verify else None
+        # Plain http never turns into TLS: a redirect to https is another origin, refused.
+        https = self.base_url.lower().startswith("https:")
+        tls = tls_context(self.logger) if verify and https else None
         tenants = {}
         for spec in self.provider.tenants(self.config):
             budget = RateBudget(

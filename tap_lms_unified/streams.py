@@ -530,8 +530,8 @@ class LmsStream(RESTStream[str | None]):
     # -- the SDK's per-record work, without what this tap never needs --------------------
 
     @cached_property
-    def _plain_writer(self) -> tuple[SingerWriter, str] | None:
-        """(writer, stream alias) when a RECORD can be written without the SDK's passes.
+    def _plain_writer(self) -> tuple[SingerWriter, bytes] | None:
+        """(writer, RECORD line prefix) when a RECORD can be written without the SDK's passes.
 
         The SDK pops deselected properties, conforms types and applies stream maps to
         every record: with every property selected, conformance off (`shape` did it) and
@@ -548,7 +548,8 @@ class LmsStream(RESTStream[str | None]):
             and type(maps[0]) is SameRecordTransform
             and not maps[0].flattening_enabled
         ):
-            return writer, maps[0].stream_alias
+            alias = singer_encoder.encode(maps[0].stream_alias)
+            return writer, b'{"type":"RECORD","stream":' + alias + b',"record":'
         return None
 
     # Private SDK hook (no public one writes a RECORD); pinned in tests/test_layout.py.
@@ -557,14 +558,27 @@ class LmsStream(RESTStream[str | None]):
         if plain is None:
             super()._write_record_message(record)
             return
-        writer, alias = plain
-        message: dict[str, t.Any] = {"type": "RECORD", "stream": alias, "record": record}
-        if self._stream_version is not None:
-            message["version"] = self._stream_version
-        message["time_extracted"] = datetime.now(UTC)  # what the SDK stamps
-        # The SDK's own encoder, so the line is byte for byte what its writer would write.
-        writer.write_record_line(singer_encoder.encode(message) + b"\n")
+        writer, prefix = plain
+        version, until, suffix = self._record_suffix
+        if version != self._stream_version or time.monotonic() >= until:
+            version, until, suffix = self._record_suffix = self.record_suffix()
+        # The line the SDK's writer would write, its message dict and its encoder's pass
+        # over the constant parts left out: only the record is encoded here.
+        writer.write_record_line(b"".join((prefix, singer_encoder.encode(record), suffix)))
         self.state_manager.is_flushed = False
+
+    #: (table version, monotonic time until which it is current, bytes) of RECORD lines.
+    _record_suffix: tuple[int | None, float, bytes] = (None, 0.0, b"")
+    #: How long one `time_extracted` stamps RECORDs (the SDK stamps each with its own).
+    STAMP_SECONDS = 0.01
+
+    def record_suffix(self) -> tuple[int | None, float, bytes]:
+        """The end of a RECORD line after its record: version, time_extracted, newline."""
+        version = self._stream_version
+        suffix = b"" if version is None else b',"version":' + singer_encoder.encode(version)
+        stamp = singer_encoder.encode(datetime.now(UTC))  # what the SDK stamps
+        suffix += b',"time_extracted":' + stamp + b"}\n"
+        return version, time.monotonic() + self.STAMP_SECONDS, suffix
 
     # Private SDK hook (the per-record bookmark update); pinned in tests/test_layout.py.
     def _increment_stream_state(

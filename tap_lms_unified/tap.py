@@ -6,7 +6,9 @@ only talks to the `Provider` interface (provider.py) found in the registry.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import signal
 import typing as t
 from functools import cached_property
@@ -317,7 +319,8 @@ class TapLmsUnified(Tap):
         """
         try:
             try:
-                super().sync_all()
+                with few_collections():
+                    super().sync_all()
             finally:
                 self.flush_output()  # also when interrupted: the records before it were read
             if self._interrupted is not None:  # arrived while the last lines were written
@@ -377,6 +380,29 @@ class TapLmsUnified(Tap):
         streams = [stream_class(tap=self, run=self.run) for stream_class in self.provider.streams]
         self.run.streams.update((stream.name, stream) for stream in streams)
         return list(streams)
+
+
+#: Allocations between the garbage collector's youngest-generation passes during a sync.
+GC_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def few_collections() -> t.Iterator[None]:
+    """Fewer, smaller garbage-collector passes while records stream through.
+
+    Records are acyclic (reference counting frees them), yet every few hundred of the
+    dicts a run allocates made the collector walk the tap's long-lived objects (the SDK,
+    schemas, catalog): 8-10% of a sync's CPU. What exists at the start is frozen out of
+    its passes, and its youngest generation is collected less often; both are undone after.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def _duplicate_tenants(provider: Provider, config: Mapping[str, t.Any]) -> list[str]:

@@ -264,17 +264,27 @@ class Spool:
     stream synced first spools its partner's rows here, and the partner reads them back.
     """
 
+    #: Rows per line of the file: a JSON list each (one encoder call per line).
+    BATCH = 500
+
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="tap-lms-unified-", buffering=1 << 20)  # noqa: SIM115
+        self._batch: list[dict[str, t.Any]] = []
 
     def write(self, rows: Iterable[dict[str, t.Any]]) -> None:
-        """The rows of one API record: one line, a JSON list (none if there are none)."""
-        batch = list(rows)
-        if batch:
-            self._file.write(_ENCODE.encode(batch) + b"\n")
+        """Rows, in order: held until a line's worth (`BATCH`) is there."""
+        self._batch += rows
+        if len(self._batch) >= self.BATCH:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        if self._batch:
+            self._file.write(_ENCODE.encode(self._batch) + b"\n")
+            self._batch.clear()
 
     def read(self) -> Iterator[dict[str, t.Any]]:
         try:
+            self._write_batch()
             self._file.seek(0)
             for line in self._file:
                 yield from _DECODE.decode(line)

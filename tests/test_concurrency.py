@@ -369,6 +369,7 @@ def test_direct_records_are_the_sdks_records(sandbox, provider):
 
     assert comparable(direct) == comparable(sdk)
     assert without_time(direct) == without_time(sdk)  # every value
+    assert [list(m) for m in direct.messages] == [list(m) for m in sdk.messages]  # key order
     assert len(versions(direct)) == len(versions(sdk)) == (provider == "bindbee")
     assert all("time_extracted" in m for m in direct.messages if m["type"] == "RECORD")
 

@@ -6,14 +6,19 @@ type is converted when that loses nothing, otherwise emitted as null with a warn
 
 from __future__ import annotations
 
+import copy
 import math
 import typing as t
 
 import jsonschema
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tap_lms_unified.shaping import Shaper, decode_json
+from tap_lms_unified.shaping import Shaper, decode_json, utc_iso
+from tap_lms_unified.streams import LmsStream
+from tap_lms_unified.tap import TapLmsUnified
 
 PROPERTIES: dict[str, t.Any] = {
     "id": {"type": ["string"]},
@@ -139,3 +144,106 @@ def test_valid_json_msgspec_refuses_is_read(body, value):
 def test_what_is_not_json_stays_an_error(body):
     with pytest.raises(msgspec.DecodeError):
         decode_json(body)
+
+
+# -- the fast path: the same rows and warnings as the full shaping, whatever the record --
+
+#: Values of every JSON type, timestamps of the APIs' forms and near misses among them.
+TIMESTAMPS = st.sampled_from(
+    [
+        "2024-01-01T10:00:00.123Z",
+        "2024-01-01T10:00:00.123456Z",
+        "2024-02-30T10:00:00.123Z",  # no such day
+        "2024-W01-1T10:00:00.123Z",  # a week date: ISO 8601, not RFC 3339
+        "2024-01-01T10:00:00,123Z",
+        "2024-01-01 10:00:00.123Z",
+        "2024-01-01T10:00:00+02:00",
+        "2024-01-01T10:00:00",
+        "٢٠٢٤-01-01T10:00:00.123Z",  # Arabic-Indic digits
+    ]
+)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | TIMESTAMPS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def shapers_of_every_stream() -> list[tuple[str, Shaper, Shaper]]:
+    """(stream, shaper, its twin) of every stream of both providers, built as the tap does."""
+    configs = {
+        "kombo": {"integration_id": "t"},
+        "bindbee": {"connector_token": "t" * 12, "connector_name": "t"},
+    }
+    out = []
+    for provider, extra in configs.items():
+        tap = TapLmsUnified(
+            config={"provider": provider, "api_key": "k", **extra}, validate_config=False
+        )
+        for name, stream in tap.streams.items():
+            assert isinstance(stream, LmsStream)
+            twin = type(stream)(tap=tap, run=stream.run).shape  # its own warning counters
+            out.append((f"{provider}.{name}", stream.shape, twin))
+    return out
+
+
+SHAPERS = shapers_of_every_stream()
+
+
+@pytest.mark.parametrize(("stream", "fast", "full"), SHAPERS, ids=[s[0] for s in SHAPERS])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_path_shapes_every_record_as_the_full_shaping(stream, fast, full, data):
+    """Any record: the generated fast path returns what the general shaping returns."""
+    names = [*fast.fields, *fast.fields, "unknown_field"]  # schema fields, twice as often
+    typed = st.dictionaries(st.sampled_from(names), JSON, max_size=len(fast.fields) + 2)
+    # Records of the right types, too: mostly what the fast path answers by itself.
+    fitting = st.fixed_dictionaries(
+        {}, optional={name: TIMESTAMPS | st.text(max_size=5) | st.none() for name in names}
+    )
+    record = data.draw(typed | fitting)
+    said_fast: list[str] = []
+    said_full: list[str] = []
+    fast._warn = lambda message, *args: said_fast.append(message % args)
+    full._warn = lambda message, *args: said_full.append(message % args)
+    shaped = fast.shape(copy.deepcopy(record))
+    assert shaped == full.shape_in_full(copy.deepcopy(record)), stream
+    assert said_fast == said_full
+
+
+def test_the_fast_path_answers_records_that_fit_by_itself():
+    """A fitting record never reaches the general shaping (else the fast path is dead code)."""
+    passed_on: list[dict] = []
+
+    class Counting(Shaper):
+        def shape_in_full(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+            passed_on.append(record)
+            return super().shape_in_full(record)
+
+    properties = {**PROPERTIES, "at": {"type": ["string", "null"], "format": "date-time"}}
+    shaper = Counting("things", properties, (), unchecked=("id",), warn=lambda *_: None)
+    record = {"id": "x", "name": "n", "count": 1, "score": 1.5, "at": "2024-01-01T10:00:00.123Z"}
+    assert shaper.shape(dict(record))["at"] == "2024-01-01T10:00:00.123000Z"
+    assert shaper.shape({**record, "tags": ["a"], "owner": {"id": "o"}})["tags"] == ["a"]
+    assert passed_on == []
+    shaper.shape({**record, "count": 1.0})  # converted, with a warning: the full path's work
+    shaper.shape({**record, "at": "yesterday"})  # no timestamp: null, with a warning
+    assert len(passed_on) == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2024-W01-1T10:00:00.123Z", "2024-W01-1T10:00:00.123456Z", "2024-001T10:00:00.123Z"],
+)
+def test_iso_week_and_ordinal_dates_are_converted_not_passed_through(value):
+    """Python reads ISO 8601 week dates; RFC 3339 has none: emitted in our format or null."""
+    result = utc_iso(value)
+    assert result is None or result.startswith("2024-01-0")
+    assert result is None or len(result) == 27
