@@ -285,7 +285,8 @@ class Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is deadline:  # due before the one the watchdog waits for
+                self._cond.notify()
         return deadline
 
     def disarm(self, deadline: Deadline) -> None:

@@ -27,7 +27,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.pagination import BaseAPIPaginator
-from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE, REPLICATION_INCREMENTAL
 
 from tap_lms_unified.errors import (
     TENANT_ERRORS,
@@ -120,8 +120,6 @@ class LmsStream(RESTStream[str | None]):
         self.run = run
         self.owner = tap  # the SDK's own reference is private
         self.tenant_field = run.provider.tenant_field
-        #: The greatest bookmark value handed to the SDK in the current partition.
-        self._high: str | None = None
         self._dry_run_rows = 0
 
     # -- rows: overridden by streams whose rows are not the API records -----------------
@@ -552,20 +550,77 @@ class LmsStream(RESTStream[str | None]):
             return writer, b'{"type":"RECORD","stream":' + alias + b',"record":'
         return None
 
-    # Private SDK hook (no public one writes a RECORD); pinned in tests/test_layout.py.
-    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+    # Private SDK method (the per-record loop; no public hook writes a RECORD). Pinned in
+    # tests/test_layout.py. Its per-record steps cost as much as the rest of the tap's work
+    # on a record; on the plain path they are done here in one place, the same way.
+    def _sync_records(
+        self, context: Context | None = None, *, write_messages: bool = True
+    ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
         plain = self._plain_writer
-        if plain is None:
-            super()._write_record_message(record)
+        if (
+            plain is None
+            or not write_messages
+            or context is not None  # the SDK passes one for child streams only
+            or self.child_streams
+            or not self.selected
+            or self.ABORT_AT_RECORD_COUNT is not None  # `--test`: the SDK's own limit
+            or self.is_sorted
+        ):
+            yield from super()._sync_records(context, write_messages=write_messages)
             return
         writer, prefix = plain
-        version, until, suffix = self._record_suffix
-        if version != self._stream_version or time.monotonic() >= until:
-            version, until, suffix = self._record_suffix = self.record_suffix()
-        # The line the SDK's writer would write, its message dict and its encoder's pass
-        # over the constant parts left out: only the record is encoded here.
-        writer.write_record_line(b"".join((prefix, singer_encoder.encode(record), suffix)))
-        self.state_manager.is_flushed = False
+        add, encode = writer.lines.add_record, singer_encoder.encode
+        key, every = self.replication_key, self.STATE_MSG_FREQUENCY
+        incremental = self.replication_method == REPLICATION_INCREMENTAL
+        counter, timer = self.get_record_counter(), self.get_sync_timer()
+        written = 0
+        with counter, timer:
+            for partition in self.partitions or [{}]:
+                counter.with_context(partition)
+                timer.with_context(partition)
+                current = partition or None
+                state_partition = self._get_state_partition_context(current)
+                self._write_starting_replication_value(current)
+                high = None  # the greatest bookmark value handed to the SDK so far
+                manager = self.state_manager
+                uncounted = 0  # records not yet added to the counter (added in hundreds)
+                partition_keys = tuple((state_partition or {}).items())
+                try:
+                    for row in self.get_records(current):
+                        record = self.post_process(row, current)
+                        if record is None:
+                            continue
+                        for field, value in partition_keys:  # as the SDK adds them
+                            if field not in record:
+                                record[field] = value
+                        version, until, suffix = self._record_suffix
+                        if version != self._stream_version or time.monotonic() >= until:
+                            version, until, suffix = self._record_suffix = self.record_suffix()
+                        # The line the SDK's writer would write: only the record is encoded.
+                        add(b"".join((prefix, encode(record), suffix)))
+                        manager.is_flushed = False
+                        if incremental:
+                            # Unsorted streams keep the greatest value seen: a record that
+                            # cannot raise it leaves the state as it is (the SDK's would too).
+                            bookmark = record.get(key) if key else None
+                            if type(bookmark) is not str or high is None or bookmark > high:
+                                self._increment_stream_state(record, context=current)
+                                if type(bookmark) is str:
+                                    high = bookmark
+                        written += 1
+                        if written % every == 0:
+                            self._write_state_message()
+                        uncounted += 1
+                        if uncounted == 100:
+                            counter.increment(uncounted)
+                            uncounted = 0
+                        yield record
+                finally:
+                    counter.increment(uncounted)
+                if current == state_partition:
+                    self._finalize_state(self.get_context_state(current))
+        self._finalize_state(self.stream_state)
+        self._write_state_message()
 
     #: (table version, monotonic time until which it is current, bytes) of RECORD lines.
     _record_suffix: tuple[int | None, float, bytes] = (None, 0.0, b"")
@@ -579,34 +634,6 @@ class LmsStream(RESTStream[str | None]):
         stamp = singer_encoder.encode(datetime.now(UTC))  # what the SDK stamps
         suffix += b',"time_extracted":' + stamp + b"}\n"
         return version, time.monotonic() + self.STAMP_SECONDS, suffix
-
-    # Private SDK hook (the per-record bookmark update); pinned in tests/test_layout.py.
-    def _increment_stream_state(
-        self, latest_record: dict[str, t.Any], *, context: Context | None = None
-    ) -> None:
-        # Unsorted streams keep the greatest value seen: a record that cannot raise it
-        # leaves the state as it is, so the SDK need not look at it.
-        value = latest_record.get(self.replication_key) if self.replication_key else None
-        high = self._high
-        if isinstance(value, str) and high is not None and value <= high and not self.is_sorted:
-            return
-        super()._increment_stream_state(latest_record, context=context)
-        if isinstance(value, str):
-            self._high = value if high is None or value > high else high
-
-    # Private SDK hook (partition keys and child streams); pinned in tests/test_layout.py.
-    def _process_record(
-        self,
-        record: dict[str, t.Any],
-        child_context: Context | None = None,
-        partition_context: Context | None = None,
-    ) -> None:
-        if self.child_streams:
-            super()._process_record(record, child_context, partition_context)
-            return
-        for key, value in (partition_context or {}).items():  # what the SDK does, no children
-            if key not in record:
-                record[key] = value
 
     # -- full-table syncs: ACTIVATE_VERSION only after every tenant was read in full -----
 
@@ -672,7 +699,6 @@ class LmsStream(RESTStream[str | None]):
 
     def tenant_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         """One tenant's records; a failure ends this tenant only."""
-        self._high = None  # a new partition: its own progress markers
         tenant = self.tenant(context)
         if tenant.failure is not None:
             self.log("Tenant %s failed earlier in this run: skipping %s", tenant.key, self.name)
