@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 import backoff
 import msgspec
 import requests
-from singer_sdk import RESTStream, metrics
+from singer_sdk import RESTStream, Stream, metrics
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.contrib.msgspec import encoder as singer_encoder
 from singer_sdk.exceptions import RetriableAPIError
@@ -573,6 +573,10 @@ class LmsStream(RESTStream[str | None]):
         key, every = self.replication_key, self.STATE_MSG_FREQUENCY
         incremental = self.replication_method == REPLICATION_INCREMENTAL
         counter, timer = self.get_record_counter(), self.get_sync_timer()
+        # The SDK's post_process returns the record as it is: called only when overridden.
+        post: t.Any = self.post_process
+        if getattr(post, "__func__", None) is Stream.post_process:
+            post = None
         written = 0
         with counter, timer:
             for partition in self.partitions or [{}]:
@@ -587,7 +591,7 @@ class LmsStream(RESTStream[str | None]):
                 partition_keys = tuple((state_partition or {}).items())
                 try:
                     for row in self.get_records(current):
-                        record = self.post_process(row, current)
+                        record = row if post is None else post(row, current)
                         if record is None:
                             continue
                         for field, value in partition_keys:  # as the SDK adds them

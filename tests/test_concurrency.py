@@ -19,6 +19,7 @@ import pytest
 from tap_lms_unified.errors import BadDataError
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
+from tap_lms_unified.walking import MemoryBudget, PageBuffer
 from tests.conftest import (
     TapRun,
     bindbee_config,
@@ -254,6 +255,46 @@ def test_walks_far_ahead_of_their_reader_pause(sb):
     assert_same(sequential, concurrent)
 
 
+@pytest.mark.parametrize("memory", [0, 3_000, 40_000])
+def test_pages_waiting_in_memory_or_on_disk_give_the_same_output(sb, memory):
+    """The run's memory budget for waiting pages: none (all on disk), less than a page,
+    a page or so (pages alternate between memory and disk)."""
+
+    def budget(tap: t.Any) -> None:
+        tap.run.prefetcher.memory = MemoryBudget(memory)
+
+    sequential, concurrent = both_ways(sb, kombo(sb), prepare=budget)
+    assert sequential.error is None
+    assert_same(sequential, concurrent)
+    sequential, concurrent = both_ways(sb, bindbee(sb), faults=(), prepare=budget)
+    assert_same(sequential, concurrent)
+
+
+def test_pages_keep_their_order_between_memory_and_disk():
+    """A page waits in memory only when none waits on disk; what was taken is given back."""
+    budget = MemoryBudget(10)
+    buffer = PageBuffer(budget)
+    reader = buffer.pages()
+    pages = [bytes([i]) * size for i, size in enumerate([4, 4, 4, 1, 8, 2, 2, 20, 3, 1])]
+    for page in pages[:4]:  # 4 and 4 in memory; 4 does not fit: disk, and so 1 after it
+        buffer.put(page)
+    got = [next(reader), next(reader)]
+    for page in pages[4:7]:  # memory is free again, yet a page waits on disk
+        buffer.put(page)
+    got += [next(reader) for _ in range(5)]
+    for page in pages[7:]:  # 20 is beyond the budget: disk, and so what follows
+        buffer.put(page)
+    got.append(next(reader))
+    buffer.finish()
+    got += list(reader)
+    assert got == pages
+    assert budget.take(10)  # all of it given back
+    unread = PageBuffer(budget := MemoryBudget(10))
+    unread.put(b"12345")
+    unread.close()  # a cancelled walk gives its pages' memory back
+    assert budget.take(10)
+
+
 def test_a_refused_tenant_costs_one_request(sb):
     sb.reset_requests()
     config = bindbee(sb)
@@ -372,6 +413,26 @@ def test_direct_records_are_the_sdks_records(sandbox, provider):
     assert [list(m) for m in direct.messages] == [list(m) for m in sdk.messages]  # key order
     assert len(versions(direct)) == len(versions(sdk)) == (provider == "bindbee")
     assert all("time_extracted" in m for m in direct.messages if m["type"] == "RECORD")
+
+
+def test_post_process_is_honoured_on_the_direct_path(sandbox):
+    """The SDK's public per-record hook: a record it changes or drops is emitted so."""
+
+    def keep_every_other(record: dict, context: dict | None) -> dict | None:
+        assert context is not None
+        if record["id"] < "M":
+            return None
+        return {**record, "first_name": "X"}
+
+    def prepare(tap: t.Any) -> None:
+        tap.streams["users"].post_process = keep_every_other
+
+    full = run_tap(kombo_config(sandbox)).records("users")
+    run = run_tap(kombo_config(sandbox), prepare=prepare)
+    expected = [r["id"] for r in full if r["id"] >= "M"]
+    assert 0 < len(expected) < len(full)
+    assert [r["id"] for r in run.records("users")] == expected
+    assert {r["first_name"] for r in run.records("users")} == {"X"}
 
 
 def test_records_the_walk_skips_over_are_read_by_the_reader(sandbox):

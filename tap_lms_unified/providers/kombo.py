@@ -205,10 +205,10 @@ class ProgressStream(KomboPairedStream):
             if type(item) is not dict:
                 msg = f"an item of 'progress' of user {record.get('id')!r} is "
                 raise UnreadableRecord(msg + f"{json_type_name(item)}, not an object")
-            row = dict(item)
-            row["user_id"] = user_id
-            row["user_changed_at"] = row["_sdc_deleted_at"] = None
-            row = shape(row)
+            # The item itself (nothing else reads it): the shaped row is a new dict.
+            item["user_id"] = user_id
+            item["user_changed_at"] = item["_sdc_deleted_at"] = None
+            row = shape(item)
             row["user_changed_at"] = changed_at
             row["_sdc_deleted_at"] = deleted_at
             yield row
