@@ -266,8 +266,6 @@ def test_pages_waiting_in_memory_or_on_disk_give_the_same_output(sb, memory):
     sequential, concurrent = both_ways(sb, kombo(sb), prepare=budget)
     assert sequential.error is None
     assert_same(sequential, concurrent)
-    sequential, concurrent = both_ways(sb, bindbee(sb), faults=(), prepare=budget)
-    assert_same(sequential, concurrent)
 
 
 def test_pages_keep_their_order_between_memory_and_disk():
