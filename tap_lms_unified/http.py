@@ -393,9 +393,10 @@ def tls_context(logger: logging.Logger) -> ssl.SSLContext:
     loaded = {os.path.realpath(DEFAULT_CA_BUNDLE_PATH)}  # one bundle is often named thrice
     for name in CA_VARIABLES:
         for path in filter(None, os.environ.get(name, "").split(os.pathsep)):
-            if os.path.realpath(path) in loaded:
+            real = os.path.realpath(path)
+            if real in loaded:
                 continue
-            loaded.add(os.path.realpath(path))
+            loaded.add(real)
             try:
                 if os.path.isdir(path):
                     context.load_verify_locations(capath=path)

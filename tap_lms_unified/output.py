@@ -31,17 +31,20 @@ class Lines:
         self._stream = stream  # None: sys.stdout at the time of writing
         self._pending = bytearray()
         self._lock = threading.RLock()  # log lines may come from walk threads
-        #: RECORD lines of the main thread not yet in `_pending`, and their size: a list
-        #: append is all a record costs. Only the main thread moves them on, in order.
+        #: RECORD lines not yet in `_pending`, and their size: a list append is all a
+        #: record costs. Only the thread that wrote them (the sync's) moves them on, in order.
         self._records: list[bytes] = []
         self._held = 0
+        self._owner: int | None = None  # that thread
         #: A message is being handed over: a signal must not cut it.
         self.busy = False
         #: What to raise once the message being handed over is out (a deferred signal).
         self.stop_after: BaseException | None = None
 
     def add_record(self, line: bytes) -> None:
-        """One whole RECORD line, from the main thread: written out once a chunk is full."""
+        """One whole RECORD line, from the sync's thread: written out once a chunk is full."""
+        if not self._records:
+            self._owner = threading.get_ident()
         self._records.append(line)  # one step: a signal finds the line held, or not yet
         self._held += len(line)
         if self._held >= CHUNK:
@@ -67,8 +70,8 @@ class Lines:
             self._flush()
 
     def _take_records(self) -> None:
-        """Move the main thread's held RECORD lines to the buffer, before anything later."""
-        if self._records and _in_main_thread():
+        """Move the held RECORD lines to the buffer, before anything their thread writes next."""
+        if self._records and threading.get_ident() == self._owner:
             self._pending += b"".join(self._records)
             self._records.clear()
             self._held = 0

@@ -100,9 +100,10 @@ def utc_iso(value: object) -> str | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        utc = parsed.astimezone(UTC).replace(tzinfo=None)
     except (OverflowError, ValueError):  # e.g. year 0001 with a positive offset
         return None
+    return utc.isoformat(timespec="microseconds") + "Z"  # four-digit years (not strftime's)
 
 
 def parse_utc(value: str) -> datetime:

@@ -8,6 +8,7 @@ one walk of an endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -432,7 +433,7 @@ class LmsStream(RESTStream[str | None]):
 
     # -- from walks to records (main thread) --------------------------------------------
 
-    def api_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def api_records(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         """This tenant's API records, from its prefetched walk."""
         self.start_walks()
         tenant = self.tenant(context)
@@ -443,14 +444,15 @@ class LmsStream(RESTStream[str | None]):
         key = tenant.key
         # Where the walk is, for messages about a record: [page, record], from 1.
         position = self.positions[key] = [0, 0]
-        for number, page in enumerate(prefetcher.pages(self.name, key), 1):
-            position[:] = number, 0
-            for index, record in enumerate(self.records_of(page), 1):
-                position[1] = index
-                if type(record) is not dict:
-                    msg = f"the record is {json_type_name(record)}, not an object"
-                    raise UnreadableRecord(msg)
-                yield record
+        with contextlib.closing(prefetcher.pages(self.name, key)) as pages:  # see tenant_rows
+            for number, page in enumerate(pages, 1):
+                position[:] = number, 0
+                for index, record in enumerate(self.records_of(page), 1):
+                    position[1] = index
+                    if type(record) is not dict:
+                        msg = f"the record is {json_type_name(record)}, not an object"
+                        raise UnreadableRecord(msg)
+                    yield record
 
     def records_of(self, page: bytes) -> list[t.Any]:
         """The records of a raw page whose envelope was checked (in its walk)."""
@@ -726,11 +728,11 @@ class LmsStream(RESTStream[str | None]):
         # a failure there is the test's answer, so it is not absorbed as a tenant's.
         limit = self.ABORT_AT_RECORD_COUNT
         self.positions.pop(tenant.key, None)
+        rows = self.tenant_rows(context)
         try:
             field, key = self.tenant_field, tenant.key
             keys = self.primary_keys
             only = keys[0] if len(keys) == 1 else None
-            rows = self.tenant_rows(context)
             for row in rows:
                 if limit is not None and self._dry_run_rows >= limit:
                     rows.close()
@@ -765,6 +767,9 @@ class LmsStream(RESTStream[str | None]):
                     replication_key=self.replication_key, replication_key_value=signpost
                 )
         finally:
+            # A failed tenant's walk ends here: its pages (and their memory) are let go,
+            # not held by the traceback the tenant's error keeps.
+            rows.close()
             tenant.records[self.name] += count
 
     def tenant_error(self, tenant: Tenant, exc: Exception) -> Exception:
@@ -810,8 +815,11 @@ class LmsStream(RESTStream[str | None]):
 
     def tenant_rows(self, context: Context | None) -> Generator[dict[str, t.Any], None, None]:
         """This stream's rows for one tenant."""
-        for record in self.api_records(context):
-            yield from self.rows(record)
+        # Closed on the way out, also when a row fails: its walk's pages are let go then,
+        # not kept (with their memory) by the frames the tenant's error holds on to.
+        with contextlib.closing(self.api_records(context)) as records:
+            for record in records:
+                yield from self.rows(record)
 
 
 class PairedStream(LmsStream):
@@ -845,17 +853,16 @@ class PairedStream(LmsStream):
             yield from spool.read()
             return
         self.start_walks()  # once per run: decides walk_partner
-        records = self.api_records(context)
         feed = self.walk_partner
         if feed is None:
-            for record in records:
-                yield from self.rows(record)
+            yield from super().tenant_rows(context)
             return
         spool = Spool()
         try:
-            for record in records:
-                spool.write(feed.rows(record))
-                yield from self.rows(record)
+            with contextlib.closing(self.api_records(context)) as records:  # as above
+                for record in records:
+                    spool.write(feed.rows(record))
+                    yield from self.rows(record)
             self.run.spools[feed.name, tenant.key], spool = spool, None
         finally:
             if spool is not None:  # this walk failed (and so did its tenant)

@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import gc
 import signal
+import threading
 import typing as t
 from functools import cached_property
 from ipaddress import ip_address
@@ -386,6 +387,18 @@ class TapLmsUnified(Tap):
 GC_THRESHOLD = 100_000
 
 
+class _Collector:
+    """The collector's settings before the syncs running in this process (threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.syncs = 0
+        self.threshold = gc.get_threshold()
+
+
+_COLLECTOR = _Collector()
+
+
 @contextlib.contextmanager
 def few_collections() -> t.Iterator[None]:
     """Fewer, smaller garbage-collector passes while records stream through.
@@ -393,16 +406,23 @@ def few_collections() -> t.Iterator[None]:
     Records are acyclic (reference counting frees them), yet every few hundred of the
     dicts a run allocates made the collector walk the tap's long-lived objects (the SDK,
     schemas, catalog): 8-10% of a sync's CPU. What exists at the start is frozen out of
-    its passes, and its youngest generation is collected less often; both are undone after.
+    its passes, and its youngest generation is collected less often; both are undone when
+    the last sync of the process ends.
     """
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *threshold[1:])
+    with _COLLECTOR.lock:
+        _COLLECTOR.syncs += 1
+        if _COLLECTOR.syncs == 1:
+            _COLLECTOR.threshold = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *_COLLECTOR.threshold[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        with _COLLECTOR.lock:
+            _COLLECTOR.syncs -= 1
+            if not _COLLECTOR.syncs:
+                gc.set_threshold(*_COLLECTOR.threshold)
+                gc.unfreeze()
 
 
 def _duplicate_tenants(provider: Provider, config: Mapping[str, t.Any]) -> list[str]:

@@ -43,7 +43,7 @@ _DECODE = msgspec.json.Decoder()
 _ENCODE = msgspec.json.Encoder()
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator
 
     Walk = Callable[[], Iterable[bytes]]
 
@@ -130,12 +130,12 @@ class PageBuffer:
             self._error = error
             self._cond.notify_all()
 
-    def pages(self) -> Iterator[bytes]:
+    def pages(self) -> Generator[bytes, None, None]:
         """Every page, as soon as it is written; the walk's error, if any, at its place."""
         try:
             while True:
                 with self._cond:
-                    while not self.backlog and not self._done:
+                    while not self._held and self._read >= self._written and not self._done:
                         self._cond.wait()
                     if self._held:
                         page = self._held.popleft()
@@ -215,7 +215,7 @@ class Prefetcher:
     def has(self, stream: str, tenant: str) -> bool:
         return (stream, tenant) in self._walks
 
-    def pages(self, stream: str, tenant: str) -> Iterator[bytes]:
+    def pages(self, stream: str, tenant: str) -> Generator[bytes, None, None]:
         return self._walks.pop((stream, tenant)).buffer.pages()
 
     def cancel_tenant(self, tenant: str) -> None:

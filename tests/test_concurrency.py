@@ -11,15 +11,18 @@ measures time: scripts/benchmark does.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import threading
 import typing as t
 
 import pytest
 
-from tap_lms_unified.errors import BadDataError
+from tap_lms_unified.errors import BadDataError, TenantsFailedError
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.tap import TapLmsUnified
-from tap_lms_unified.walking import MemoryBudget, PageBuffer
+from tap_lms_unified.walking import MEMORY, MemoryBudget, PageBuffer
 from tests.conftest import (
     TapRun,
     bindbee_config,
@@ -28,6 +31,9 @@ from tests.conftest import (
     kombo_tenants_config,
     run_tap,
 )
+from tests.hostile import HostileServer, by_header, kombo_progress, kombo_user, paged
+from tests.hostile import catalog as hostile_catalog
+from tests.hostile import config as hostile_config
 from tests.test_tenants import KOMBO_TENANTS, TOKENS, comparable
 
 
@@ -291,6 +297,46 @@ def test_pages_keep_their_order_between_memory_and_disk():
     unread.put(b"12345")
     unread.close()  # a cancelled walk gives its pages' memory back
     assert budget.take(10)
+
+
+def test_a_failed_tenant_lets_go_of_its_pages():
+    """A tenant failing on a paired stream stops its walk and gives its pages' memory back:
+    the traceback its error keeps must not hold the walk's reader open."""
+    api = HostileServer("api").start()
+    try:
+        wide = "x" * 2000
+        bad = [[kombo_user("bad-0", progress=kombo_progress("p-0"))]]  # progress: no array
+        bad += [[kombo_user(f"b{p}-{i}", first_name=wide) for i in range(100)] for p in range(30)]
+        ok = [[kombo_user(f"ok-{i}") for i in range(3)]]
+        tenants = {"acme:bad": paged("kombo", bad), "acme:ok": paged("kombo", ok)}
+        api.route("/v1/lms/users", by_header("x-integration-id", tenants))
+        settings = hostile_config("kombo", api.url)
+        del settings["integration_id"]
+        settings["integrations"] = [{"integration_id": key} for key in tenants]
+        tap = TapLmsUnified(
+            config=settings, state={}, catalog=hostile_catalog("kombo", ["users", "progress"])
+        )
+        with contextlib.redirect_stdout(io.StringIO()), pytest.raises(TenantsFailedError):
+            tap.sync_all()
+        for thread in threading.enumerate():
+            if thread.name.startswith("walk-") and thread.name.endswith("acme:bad"):
+                thread.join(30)
+        assert tap.run.prefetcher.memory.take(MEMORY), "pages of the failed walk still held"
+        for tenant in tap.run.tenants.values():
+            tenant.session.close()  # its kept-alive connections: the server's stop joins them
+    finally:
+        api.stop()
+
+
+def test_a_sync_off_the_main_thread_writes_every_record(sandbox):
+    """The SDK lets a tap sync in any thread: its held RECORD lines go out from there."""
+    in_main = run_tap(kombo_config(sandbox))
+    result: dict[str, TapRun] = {}
+    worker = threading.Thread(target=lambda: result.update(run=run_tap(kombo_config(sandbox))))
+    worker.start()
+    worker.join(120)
+    assert in_main.records("users")
+    assert comparable(result["run"]) == comparable(in_main)
 
 
 def test_a_refused_tenant_costs_one_request(sb):

@@ -247,3 +247,16 @@ def test_iso_week_and_ordinal_dates_are_converted_not_passed_through(value):
     result = utc_iso(value)
     assert result is None or result.startswith("2024-01-0")
     assert result is None or len(result) == 27
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0024-01-01T10:00:00+00:00", "0024-01-01T10:00:00.000000Z"),  # the general path
+        ("0024-01-01T10:00:00.123Z", "0024-01-01T10:00:00.123000Z"),  # the fast path
+        ("0999-12-31T23:00:00-02:00", "1000-01-01T01:00:00.000000Z"),
+    ],
+)
+def test_timestamps_keep_four_digit_years(value, expected):
+    """One fixed format, early years included: bookmarks are compared as strings."""
+    assert utc_iso(value) == expected
