@@ -16,6 +16,8 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib.messages import Message, SingerMessageType
 
 CHUNK = 1 << 20
+#: Lines per `writev` call (the system's limit on its buffers).
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
 class Lines:
@@ -58,15 +60,15 @@ class Lines:
                 self._pending += data
             return
         with self.message(), self._lock:
-            self._take_records()
-            self._pending += data
-            if flush or len(self._pending) >= CHUNK:
-                self._flush()
+            if flush or len(self._pending) + self._held + len(data) >= CHUNK:
+                self._flush(data)
+            else:
+                self._take_records()
+                self._pending += data
 
     def flush(self) -> None:
         """Write out everything buffered: each byte once, even if a write is cut short."""
         with self.message(), self._lock:
-            self._take_records()
             self._flush()
 
     def _take_records(self) -> None:
@@ -95,13 +97,48 @@ class Lines:
             stop, self.stop_after = self.stop_after, None
             raise stop
 
-    def _flush(self) -> None:
+    def _flush(self, data: bytes | bytearray = b"") -> None:
+        """Write out, in this order: the buffer, this thread's held RECORD lines, `data`."""
         target = self._stream if self._stream is not None else sys.stdout
-        if self._pending:
+        fd = self._fd(target) if self._records else None
+        if fd is not None and threading.get_ident() == self._owner:
             self._write_pending(target)
+            target.flush()  # anything written through the stream itself goes first
+            self._write_records(fd)
+        else:
+            self._take_records()
+        self._pending += data
+        self._write_pending(target)
         target.flush()
 
+    def _fd(self, target: t.IO[t.Any]) -> int | None:
+        """The file descriptor under `target`, if there is one."""
+        buffer = getattr(target, "buffer", None) if self._stream is None else target
+        try:
+            return int(buffer.fileno())  # type: ignore[union-attr]
+        except (OSError, ValueError, AttributeError):  # none: in memory (tests)
+            return None
+
+    def _write_records(self, fd: int) -> None:
+        """The held RECORD lines, straight from their list (no copy), each byte once."""
+        records = self._records
+        while records:
+            batch = records[:IOV_MAX]
+            written = os.writev(fd, batch)
+            if written == sum(map(len, batch)):
+                del records[: len(batch)]
+                continue
+            taken = 0  # a short write: what the OS took goes, the rest waits its turn
+            while written >= len(records[taken]):
+                written -= len(records[taken])
+                taken += 1
+            del records[:taken]
+            records[0] = records[0][written:]
+        self._held = 0
+
     def _write_pending(self, target: t.IO[t.Any]) -> None:
+        if not self._pending:
+            return
         buffer = getattr(target, "buffer", None) if self._stream is None else target
         if buffer is None:  # a text stream without bytes underneath (tests' io.StringIO)
             target.write(self._pending.decode())
