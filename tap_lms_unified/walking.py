@@ -50,7 +50,7 @@ if t.TYPE_CHECKING:
 #: How far (bytes of raw pages) a walk may run ahead of its reader.
 MAX_BACKLOG = 64 << 20
 #: Bytes of raw pages waiting in memory, all walks together; more wait on disk. A page the
-#: reader takes from memory costs no write and read of a file (a tenth of a sync's CPU).
+#: reader takes from memory costs no write and read of a file.
 MEMORY = 16 << 20
 
 
