@@ -145,9 +145,8 @@ class Lines:
             self._pending.clear()
             return
         target.flush()  # anything written through the stream itself goes first
-        try:
-            fd = buffer.fileno()
-        except (OSError, ValueError, AttributeError):  # no file descriptor (in memory)
+        fd = self._fd(target)
+        if fd is None:
             buffer.write(self._pending)
             self._pending.clear()
             return

@@ -735,8 +735,7 @@ class LmsStream(RESTStream[str | None]):
             only = keys[0] if len(keys) == 1 else None
             for row in rows:
                 if limit is not None and self._dry_run_rows >= limit:
-                    rows.close()
-                    break
+                    break  # the walk is closed below
                 if only:
                     value = row.get(only)
                     usable = type(value) is str and value != ""
@@ -767,8 +766,8 @@ class LmsStream(RESTStream[str | None]):
                     replication_key=self.replication_key, replication_key_value=signpost
                 )
         finally:
-            # A failed tenant's walk ends here: its pages (and their memory) are let go,
-            # not held by the traceback the tenant's error keeps.
+            # The walk ends here, also when it failed or the test's limit stopped it: its
+            # pages (and their memory) are let go, not held by a traceback the error keeps.
             rows.close()
             tenant.records[self.name] += count
 
