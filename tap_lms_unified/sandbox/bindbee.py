@@ -635,6 +635,33 @@ class BindbeeFake(ProviderFake[BindbeeSizes, BindbeeOptions, BindbeeTenant]):
     def default_error(self, status: int, code: str | None = None) -> Response:
         return default_error(status)
 
+    default_tenants = tuple(DEFAULT_TOKENS.values())
+
+    @classmethod
+    def token_of(cls, name: str) -> str:
+        """The connector token of a tenant named ``name`` (see ``tenant_settings``)."""
+        defaults = {n: token for token, n in DEFAULT_TOKENS.items()}
+        return defaults.get(name) or f"sandbox-connector-{name}"
+
+    @classmethod
+    def tenant_settings(cls, names: Sequence[str]) -> dict[str, Any]:
+        return {"bindbee_tokens": {cls.token_of(name): name for name in names}}
+
+    @classmethod
+    def tap_config(cls, url: str, names: Sequence[str]) -> dict[str, Any]:
+        config: dict[str, Any] = {"provider": "bindbee", "api_key": SANDBOX_API_KEY, "api_url": url}
+        if len(names) == 1:
+            config.update(connector_token=cls.token_of(names[0]), connector_name=names[0])
+        else:
+            config["integrations"] = [
+                {"connector_token": cls.token_of(name), "name": name} for name in names
+            ]
+        return config
+
+    @classmethod
+    def tenant_secrets(cls, names: Sequence[str]) -> list[str]:
+        return [cls.token_of(name) for name in names]
+
     def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
         name = self.connector_name(headers)
         token = headers.get("x-connector-token")

@@ -169,6 +169,29 @@ class ProviderFake(ABC, Generic[SizesT, OptionsT, TenantT]):
     def options_changed(self, fields: set[str]) -> None:
         """Called after ``fields`` of ``self.options`` were set at runtime."""
 
+    # --- the client's side: how the tap (tests, demo, benchmark) reads this fake ----------
+    #: Tenant names that exist without any setting (the first: the README's example).
+    default_tenants: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abstractmethod
+    def tenant_settings(cls, names: Sequence[str]) -> dict[str, Any]:
+        """``Sandbox(...)`` settings under which the tenants called ``names`` exist."""
+
+    @classmethod
+    @abstractmethod
+    def tap_config(cls, url: str, names: Sequence[str]) -> dict[str, Any]:
+        """The tap's settings reading the tenants ``names`` of this fake served at ``url``.
+
+        One name: the single-tenant settings; several: ``integrations``. ``url`` is the
+        fake's base URL (``Sandbox.url_of``).
+        """
+
+    @classmethod
+    def tenant_secrets(cls, names: Sequence[str]) -> list[str]:  # noqa: ARG003 (none here)
+        """Secrets in ``tap_config(url, names)`` besides the API key (none by default)."""
+        return []
+
     # --- command line ------------------------------------------------------------------
     @classmethod
     @abstractmethod

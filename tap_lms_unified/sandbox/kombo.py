@@ -886,6 +886,21 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
     def default_error(self, status: int, code: str | None = None) -> Response:
         return default_error(status, code)
 
+    default_tenants = DEFAULT_TENANTS
+
+    @classmethod
+    def tenant_settings(cls, names: Sequence[str]) -> dict[str, Any]:
+        return {"kombo_tenants": tuple(names)}
+
+    @classmethod
+    def tap_config(cls, url: str, names: Sequence[str]) -> dict[str, Any]:
+        config: dict[str, Any] = {"provider": "kombo", "api_key": SANDBOX_API_KEY, "api_url": url}
+        if len(names) == 1:
+            config["integration_id"] = names[0]
+        else:
+            config["integrations"] = [{"integration_id": name} for name in names]
+        return config
+
     def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
         tenant = headers.get("x-integration-id")
         return tenant, (tenant,) if tenant else ()
