@@ -214,7 +214,7 @@ def stream_defs() -> tuple[StreamDef, ...]:
             )
         for name, cls in classes.items():
             generation = rule[name] if isinstance(rule, Mapping) else rule(name)
-            tenant = {provider.tenant_field: {"type": ["string"]}}
+            tenant = {provider.tenancy.field: {"type": ["string"]}}
             defs.append(
                 StreamDef(
                     provider=provider.name,

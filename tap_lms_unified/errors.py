@@ -38,6 +38,20 @@ class PageSizeRejectedError(LmsAPIError):
     """A 422 that names `page_size`: the API accepts smaller pages than requested."""
 
 
+class UnsupportedModelError(LmsAPIError):
+    """The tenant's integration does not offer this model (e.g. a 501): that stream is
+    skipped for that tenant, and the run goes on."""
+
+
+class FilterRefusedError(LmsAPIError):
+    """The tenant's integration refused the incremental filter (its walk goes on in full)."""
+
+
+class WalkEndedEarly(Exception):
+    """An offset walk stopped before its end because the API ignores the offset or the
+    limit: what it read is kept, the bookmark stays, and no version is activated."""
+
+
 class BadDataError(LmsAPIError):
     """A page or record of one tenant that cannot be read or shaped: that tenant fails."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import heapq
+import http.cookiejar
 import itertools
 import os
 import socket
@@ -31,6 +32,17 @@ from urllib3.util.ssl_ import create_urllib3_context
 if t.TYPE_CHECKING:
     import logging
 
+    from tap_lms_unified.provider import RateLimitHeaders
+
+
+class Reachability:
+    """Whether the API's origin has answered once in this run: until then, a refused
+    connection or an unknown host is a wrong `api_url` (said at once, not retried for
+    half a minute); after that, a refused connection is a hiccup, retried."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+
 
 class RateBudget:
     """Keeps one tenant under its request budget, proactively and from the API's headers.
@@ -45,11 +57,13 @@ class RateBudget:
     fewest remaining is the answer counted last, so this never overshoots.
     """
 
-    def __init__(self, per_minute: int | None, *, reset_is_epoch: bool, max_wait: float) -> None:
+    def __init__(
+        self, per_minute: int | None, *, headers: RateLimitHeaders | None, max_wait: float
+    ) -> None:
         self.per_minute = per_minute
         self.max_wait = max_wait  # never wait longer than this for a reset header
         self.window = 60.0
-        self.reset_is_epoch = reset_is_epoch
+        self.headers = headers  # the provider's rate-limit headers, if it sends any
         self._sent: list[float] = []
         self._tickets = 0  # requests sent so far: a request's ticket is its number
         self._in_flight = 0
@@ -85,11 +99,12 @@ class RateBudget:
 
     def observe(self, response: requests.Response, ticket: int | None = None) -> None:
         """Respect the provider's own view of the budget for the next requests."""
-        headers = response.headers
-        remaining = headers.get("ratelimit-remaining") or headers.get("x-ratelimit-remaining")
+        if self.headers is None:
+            return
+        remaining = response.headers.get(self.headers.remaining)
         if remaining is None or not remaining.strip().isdigit():
             return
-        wait = reset_seconds(response, reset_is_epoch=self.reset_is_epoch)
+        wait = reset_seconds(response, self.headers)
         if wait is None:
             return
         reset_at = time.monotonic() + min(wait, self.max_wait)
@@ -108,8 +123,8 @@ class RateBudget:
             self._cond.notify_all()
 
 
-def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float | None:
-    """Seconds to wait according to `Retry-After` or the rate-limit reset header."""
+def reset_seconds(response: requests.Response, rate_limit: RateLimitHeaders | None) -> float | None:
+    """Seconds to wait according to `Retry-After` or the provider's rate-limit reset."""
     headers = response.headers
     retry_after = headers.get("retry-after")
     if retry_after:
@@ -123,11 +138,11 @@ def reset_seconds(response: requests.Response, *, reset_is_epoch: bool) -> float
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
             return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
-    if reset and reset.strip().replace(".", "", 1).isdigit():
+    reset = headers.get(rate_limit.reset) if rate_limit else None
+    if rate_limit and reset and reset.strip().replace(".", "", 1).isdigit():
         value = float(reset)
-        # Unix seconds or seconds from now (`Provider.reset_is_epoch`). A huge value is a date.
-        if reset_is_epoch or value > 1_000_000_000:
+        # Unix seconds or seconds from now (`reset_is_epoch`). A huge value is a date.
+        if rate_limit.reset_is_epoch or value > 1_000_000_000:
             return max(0.0, value - time.time())
         return value
     return None
@@ -149,27 +164,37 @@ class ResponseTooLarge(Exception):
 CHUNK = 1 << 16
 
 
-class BudgetedSession(requests.Session):
-    """A session that asks the tenant's budget before every request, retries included."""
+class Sender(requests.Session):
+    """Sends the requests of every tenant of a run, each under its tenant's budget.
 
-    def __init__(self, budget: RateBudget, tls: ssl.SSLContext | None = None) -> None:
+    One session and one connection pool for the run, whatever the number of tenants: a
+    tenant is a budget and a few headers, not a pool of its own. Cookies are refused, so
+    that nothing one tenant's answers set travels with another tenant's requests.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, connections: int = 10) -> None:
         super().__init__()
-        self.budget = budget
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         #: Proxies by origin: requests would read the environment again for every request.
         self._proxies: dict[Origin, dict[str, str]] = {}
-        adapter = DeadlineAdapter(tls)
+        adapter = DeadlineAdapter(tls, connections)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
     def fetch(
-        self, request: requests.PreparedRequest, *, timeout: float, max_bytes: int
+        self,
+        request: requests.PreparedRequest,
+        budget: RateBudget,
+        *,
+        timeout: float,
+        max_bytes: int,
     ) -> requests.Response:
         """One request, its whole body read within `timeout` seconds and `max_bytes`.
 
         Redirects are not followed (the caller decides). Raises ResponseTimeout,
         ResponseTooLarge, or the transport errors of requests.
         """
-        ticket = self.budget.acquire()
+        ticket = budget.acquire()
         deadline = WATCHDOG.arm(timeout)
         _current.deadline = deadline
         response: requests.Response | None = None
@@ -189,7 +214,7 @@ class BudgetedSession(requests.Session):
                 proxies=proxies,
             )
             response._content = read_body(response, deadline, max_bytes)
-            self.budget.observe(response, ticket)
+            budget.observe(response, ticket)
         except Exception as exc:
             if response is not None:
                 response.close()  # drop the connection: it may hold the rest of a body
@@ -200,7 +225,7 @@ class BudgetedSession(requests.Session):
         finally:
             _current.deadline = None
             WATCHDOG.disarm(deadline)
-            self.budget.done()
+            budget.done()
         return response
 
 
@@ -354,9 +379,10 @@ _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 class DeadlineAdapter(HTTPAdapter):
     """requests' adapter with watched connections and, when verifying, our TLS context."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, connections: int = 10) -> None:
         self.tls = tls
-        super().__init__()
+        # Connections kept per host: at least one for each request in flight at once.
+        super().__init__(pool_connections=4, pool_maxsize=max(10, connections))
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -1,39 +1,60 @@
-"""What the tap needs to know of a unified API: the `Provider` each provider module describes.
+"""What the tap needs to know of a unified API: the `Provider` each provider module declares.
 
-A provider module (`providers/<name>.py`) holds everything about one API: base URLs, page
-sizes, tenant identity and headers, rate-limit headers, the page envelope, error bodies,
-its own settings and their checks, and its streams. Shared modules only talk to this
-interface; `providers/__init__.py` is the registry.
+A provider module (`providers/<name>.py`) holds everything about one API, as parameters of
+the shared layer: how it authenticates, who a tenant is and where it goes in a request,
+how it pages (`paging.py`), its incremental filter, its rate-limit headers, how it refuses a
+page size, which status means "not supported for this connection", its error bodies, its
+own settings and its streams. Shared modules only talk to this interface;
+`providers/__init__.py` is the registry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import typing as t
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 
-import msgspec
+from singer_sdk import typing as th
+from singer_sdk.authenticators import BasicAuthenticator, BearerTokenAuthenticator
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from singer_sdk import typing as th
+    from singer_sdk import Stream
+    from singer_sdk.authenticators import APIAuthenticatorBase
 
-    from tap_lms_unified.streams import LmsStream
-
-
-_DECODE = msgspec.json.Decoder()
+    from tap_lms_unified.paging import CursorPaging, OffsetPaging
 
 
-def envelope_cursor(decoder: msgspec.json.Decoder[t.Any], content: bytes) -> t.Any:
-    """Decode a page with a typed `decoder` of its envelope (records skipped over): the
-    envelope's errors as KeyError/TypeError (not the envelope), DecodeError when msgspec
-    cannot read it (no JSON, or valid JSON msgspec refuses; the stream decides)."""
-    try:
-        return decoder.decode(content)
-    except msgspec.ValidationError as exc:
-        _DECODE.decode(content)  # not for msgspec at all: DecodeError
-        raise TypeError(str(exc)) from exc
+# -- authentication ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    """`Authorization: Bearer <api_key>`."""
+
+    description: str = "sent as `Authorization: Bearer`"
+
+    def authenticator(self, api_key: str) -> APIAuthenticatorBase:
+        return BearerTokenAuthenticator(token=api_key)
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP Basic with the API key as the user name and an empty password."""
+
+    description: str = "sent as HTTP Basic auth, the key as user name and no password"
+
+    def authenticator(self, api_key: str) -> APIAuthenticatorBase:
+        return BasicAuthenticator(username=api_key, password="")
+
+
+Auth = BearerAuth | BasicAuth
+
+
+# -- tenants -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,99 @@ class TenantSpec:
     headers: dict[str, str] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Tenancy:
+    """Who a tenant is, and where it goes in each request.
+
+    A tenant is one value of `setting` (the single-tenant shorthand) or of that field in an
+    `integrations` item. It travels in `header`, or, without one, as the path segment
+    `{field}` of every stream's path. A secret value (a token) is never shown: the tenant
+    is then known by a name (`name_setting`, or `name` in `integrations`).
+    """
+
+    #: The record column and state partition key naming the tenant.
+    field: str
+    #: The setting (and `integrations` item field) holding the tenant's id or credential.
+    setting: str
+    #: Its description in the settings (after "<Provider> only: ").
+    description: str
+    #: The request header carrying the value; None: the path segment `{field}`.
+    header: str | None = None
+    #: The value is a credential: redacted everywhere, the tenant known by its name.
+    secret: bool = False
+    #: The single-tenant setting naming a secret tenant (`integrations` items use `name`).
+    name_setting: str | None = None
+    name_description: str = ""
+    #: A secret tenant without a name is called `<prefix>-<a short hash of the value>`.
+    anonymous_prefix: str = "tenant"
+
+    @property
+    def where(self) -> str:
+        """Where the value goes, in messages."""
+        return f"sent as {self.header}" if self.header else "a path segment of every request"
+
+    def key_of(self, value: str, name: str | None) -> str:
+        if not self.secret:
+            return value
+        return name or f"{self.anonymous_prefix}-" + hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+# -- what the API does besides paging (see paging.py for that) --------------------------
+
+
+@dataclass(frozen=True)
+class IncrementalFilter:
+    """The query parameter that asks for records changed since a moment."""
+
+    #: Its query name: `updated_after`, `filter[updated_after]`, `updated_gte`.
+    param: str
+    #: Its format: "ms" for `2024-01-01T00:00:00.000Z`, "s" for `2024-01-01T00:00:00Z`.
+    precision: t.Literal["ms", "s"] = "ms"
+    #: Whether a record changed at exactly that moment is included. An exclusive filter is
+    #: sent one unit of its precision earlier, so that the moment itself is read again.
+    inclusive: bool = False
+    #: An integration may refuse the filter, with a 4xx naming it or one of `refused_by`:
+    #: that stream is then walked in full for that tenant, with one warning. False: such
+    #: an answer is an error like any other.
+    may_refuse: bool = False
+    refused_by: frozenset[int] = frozenset()
+
+    def value(self, moment: datetime) -> str:
+        """The filter's value for records changed at `moment` or later (rounded down)."""
+        moment = moment.astimezone(UTC)
+        if self.precision == "s":
+            moment = moment.replace(microsecond=0)
+            if not self.inclusive:
+                moment -= timedelta(seconds=1)
+            return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        if not self.inclusive:
+            moment -= timedelta(milliseconds=1)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class RateLimitHeaders:
+    """The headers in which the API says how many requests remain, and until when."""
+
+    remaining: str
+    reset: str
+    #: The reset is a Unix time (True) or seconds from now (False).
+    reset_is_epoch: bool = False
+
+
+@dataclass(frozen=True)
+class PageSizeRefusal:
+    """How the API refuses a page size it does not accept: a status naming the size's
+    query parameter. The tap then steps down to `fallback`, once per run."""
+
+    statuses: frozenset[int]
+    fallback: int
+
+
+# -- the provider ----------------------------------------------------------------------
+
+
 class Provider:
     """One unified API. Subclassed once per provider module, instantiated once."""
 
@@ -51,43 +165,117 @@ class Provider:
     name: t.ClassVar[str]
     #: Human name, in messages.
     label: t.ClassVar[str]
+    auth: t.ClassVar[Auth] = BearerAuth()
+    tenancy: t.ClassVar[Tenancy]
+    paging: t.ClassVar[CursorPaging | OffsetPaging]
     #: Default and maximum `page_size`, from the provider's docs.
     page_size_default: t.ClassVar[int]
     page_size_max: t.ClassVar[int]
-    #: The size to step down to, once per run, when the API refuses a page size with a 422
-    #: that names `page_size` (docs that disagree on the maximum); None: no step-down.
-    page_size_fallback: t.ClassVar[int | None] = None
-    #: The record field (and state partition key) naming the tenant a record came from.
-    tenant_field: t.ClassVar[str]
-    #: The setting that identifies a tenant, named in authentication errors.
-    tenant_setting: t.ClassVar[str]
-    #: The `*ratelimit-reset` header is a Unix time (True) or seconds from now (False).
-    reset_is_epoch: t.ClassVar[bool] = False
+    page_size_refusal: t.ClassVar[PageSizeRefusal | None] = None
+    #: Read by every stream with a replication key; None: every stream is full table.
+    incremental: t.ClassVar[IncrementalFilter | None] = None
+    rate_limit: t.ClassVar[RateLimitHeaders | None] = None
+    #: Statuses meaning "this connection's integration does not support this model": that
+    #: stream is skipped for that tenant with a warning, and the run goes on.
+    unsupported_statuses: t.ClassVar[frozenset[int]] = frozenset()
+    #: Base URLs by `region` (the first is the default).
+    regions: t.ClassVar[dict[str, str]]
     #: Full-table syncs send ACTIVATE_VERSION unless `emit_activate_version_messages` is off.
     activate_versions_by_default: t.ClassVar[bool] = False
-    #: Fields of one item of the `integrations` setting (a tenant) for this provider.
-    tenant_properties: t.ClassVar[tuple[th.Property[t.Any], ...]] = ()
     #: Settings only this provider reads (declared in the tap's config schema).
     settings: t.ClassVar[tuple[th.Property[t.Any], ...]] = ()
     #: The stream classes, in the order `--discover` lists them.
-    streams: t.ClassVar[tuple[type[LmsStream], ...]] = ()
+    streams: t.ClassVar[tuple[type[Stream], ...]] = ()
 
     # -- settings -----------------------------------------------------------------------
 
+    @property
+    def default_region(self) -> str:
+        return next(iter(self.regions))
+
     def base_url(self, config: Mapping[str, t.Any]) -> str:
         """The API's base URL when `api_url` does not override it."""
-        raise NotImplementedError
+        return self.regions[str(config.get("region") or self.default_region)]
+
+    def tenant_settings(self) -> tuple[th.Property[t.Any], ...]:
+        """The settings naming one tenant: its id or credential, and a secret one's name."""
+        tenancy = self.tenancy
+        props: list[th.Property[t.Any]] = [
+            th.Property(
+                tenancy.setting,
+                th.StringType,
+                secret=tenancy.secret,
+                title=f"{tenancy.setting.replace('_', ' ').capitalize()} ({self.label})",
+                description=f"{self.label} only, required (or `integrations`): "
+                f"{tenancy.description}",
+            )
+        ]
+        if tenancy.name_setting:
+            props.append(
+                th.Property(
+                    tenancy.name_setting,
+                    th.StringType,
+                    title=f"{tenancy.name_setting.replace('_', ' ').capitalize()} ({self.label})",
+                    description=f"{self.label} only: {tenancy.name_description}",
+                )
+            )
+        return tuple(props)
+
+    def tenant_properties(self) -> tuple[th.Property[t.Any], ...]:
+        """The fields of one `integrations` item for this provider."""
+        tenancy = self.tenancy
+        props: list[th.Property[t.Any]] = [
+            th.Property(tenancy.setting, th.StringType, secret=tenancy.secret)
+        ]
+        if tenancy.secret:
+            props.append(th.Property("name", th.StringType))
+        return tuple(props)
 
     def tenants(self, config: Mapping[str, t.Any]) -> list[TenantSpec]:
         """Each configured tenant, from the single-tenant shorthand and `integrations`."""
-        raise NotImplementedError
+        tenancy = self.tenancy
+        single = config.get(tenancy.name_setting) if tenancy.name_setting else None
+        pairs = [(config.get(tenancy.setting), single)]
+        pairs += [(i.get(tenancy.setting), i.get("name")) for i in config.get("integrations") or ()]
+        specs = []
+        for value, name in pairs:
+            if value:
+                headers = {tenancy.header: str(value)} if tenancy.header else {}
+                specs.append(TenantSpec(tenancy.key_of(str(value), name), headers))
+        return specs
 
     def secrets(self, config: Mapping[str, t.Any]) -> list[str]:
         """Secret setting values of this provider, redacted from every output."""
-        return []
+        tenancy = self.tenancy
+        if not tenancy.secret:
+            return []
+        values = [config.get(tenancy.setting)]
+        values += [i.get(tenancy.setting) for i in config.get("integrations") or ()]
+        return [str(value) for value in values if value]
 
     def check(self, config: Mapping[str, t.Any]) -> list[str]:
         """Errors in this provider's settings, each naming the setting."""
+        tenancy, errors = self.tenancy, []
+        integrations = config.get("integrations") or []
+        for position, item in enumerate(integrations):
+            if not str(item.get(tenancy.setting) or "").strip():
+                errors.append(
+                    f"'integrations[{position}]' needs '{tenancy.setting}' (provider {self.name})"
+                )
+            if tenancy.secret and len(integrations) > 1 and not item.get("name"):
+                errors.append(
+                    f"'integrations[{position}]' needs a 'name': with several tenants, each "
+                    "needs a stable non-secret name for records, state and logs"
+                )
+        if not str(config.get(tenancy.setting) or "").strip() and not integrations:
+            errors.append(
+                f"'{tenancy.setting}' is required when provider is '{self.name}' "
+                f"({tenancy.where}), or list tenants in 'integrations'"
+            )
+        return errors + self.check_own(config)
+
+    def check_own(self, config: Mapping[str, t.Any]) -> list[str]:
+        """Errors in the settings only this provider reads."""
         return []
 
     def warnings(self, config: Mapping[str, t.Any]) -> list[str]:
@@ -98,22 +286,11 @@ class Provider:
         """A proactive per-tenant request budget, if the provider publishes one."""
         return None
 
-    # -- wire format --------------------------------------------------------------------
+    def params(self, config: Mapping[str, t.Any]) -> dict[str, str]:
+        """Query parameters every request of this provider sends (besides paging/filter)."""
+        return {}
 
-    def page(self, body: t.Any) -> tuple[list[t.Any], str | None]:
-        """(records, next cursor) of one decoded page; KeyError/TypeError if not the envelope."""
-        raise NotImplementedError
-
-    def cursor(self, content: bytes) -> str | None:
-        """The next cursor of a raw page, after checking it is the envelope.
-
-        DecodeError if msgspec cannot read it (no JSON, or JSON msgspec refuses: the
-        stream then reads it with `decode_json` and `page`), KeyError/TypeError if not the
-        envelope. Providers
-        override this with a typed decoder that skips over the records instead of
-        building them (the main thread decodes them, once).
-        """
-        return self.page(_DECODE.decode(content))[1]
+    # -- errors ------------------------------------------------------------------------
 
     def error_details(self, body: t.Any) -> tuple[str | None, str]:
         """(error code, human message) from the provider's error body."""
@@ -122,7 +299,7 @@ class Provider:
     def error_hint(self, status: int) -> str:
         """Advice appended to the error text of a status."""
         if status == HTTPStatus.UNAUTHORIZED:
-            return f" — check the api_key and {self.tenant_setting}"
+            return f" — check the api_key and {self.tenancy.setting}"
         return ""
 
     def not_ready(self, status: int, code: str | None) -> bool:

@@ -220,7 +220,7 @@ def endpoint_paths(config: dict) -> set[str]:
 
     tap = TapLmsUnified(config=config)
     assert tap.streams  # registers them with the run
-    return {stream.path for stream in tap.run.streams.values()}
+    return {stream.path for stream in tap.streams.values()}
 
 
 def test_check_reaches_every_tenant_and_writes_no_record(tmp_path, sandbox):
@@ -480,7 +480,7 @@ def test_full_refresh_keeps_start_date_as_its_lower_bound(tmp_path, sandbox):
     config = kombo_config(sandbox, start_date="2024-06-01T00:00:00Z")
     run = source(tmp_path, "read", config, catalog=catalog, state=state)
     assert run.exit_code == 0
-    assert {r.params.get("updated_after") for r in sandbox.requests} == {"2024-06-01T00:00:00.000Z"}
+    assert {r.params.get("updated_after") for r in sandbox.requests} == {"2024-05-31T23:59:59.999Z"}
     expected = sandbox.records("kombo", KOMBO_TENANT, "skills")
     assert len(run.records("skills")) == sum(
         1 for s in expected if utc_iso(s["changed_at"]) >= "2024-06-01T00:00:00.000000Z"

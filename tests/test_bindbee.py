@@ -138,7 +138,7 @@ def test_limiter_keeps_a_burst_under_the_budget(sandbox):
 
     def short_window(tap: TapLmsUnified) -> None:
         # the real window is 60 s; same logic, shorter
-        tap.run.tenants[CONNECTOR].session.budget.window = window
+        tap.run.tenants[CONNECTOR].budget.window = window
 
     run = run_tap(
         bindbee_config(sandbox, page_size=2, max_requests_per_minute=8),

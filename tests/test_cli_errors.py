@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_lms_unified.providers.kombo import format_updated_after
+from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Sandbox
 from tap_lms_unified.shaping import parse_utc
 from tests.conftest import KOMBO_TENANT, ROOT, bindbee_config, bookmark, kombo_config
@@ -76,7 +76,8 @@ def tap(tmp_path: Path, *args: str, files: dict[str, t.Any] | None = None) -> Re
         (
             ["--config", "c.json", "--discover"],
             {"c.json": {"provider": "kombu", "api_key": "k"}},
-            "Config validation error: 'kombu' is not one of ['kombo', 'bindbee']",
+            "Config validation error: 'provider' must be one of "
+            f"{', '.join(PROVIDERS)}, got 'kombu'; did you mean 'kombo'?",
         ),
         (["--config", "c.json"], {"c.json": "nope"}, "The config file 'c.json' is not JSON"),
         (["--config", "c.json"], {"c.json": ""}, "The config file 'c.json' is empty"),
@@ -180,9 +181,13 @@ def test_unreachable_api_names_the_cause(tmp_path):
         config = {"provider": "kombo", "api_key": "k", "integration_id": "a", "api_url": url}
         config |= {"max_retries": 1, "max_retry_wait_seconds": 0.1}
         result = tap(tmp_path, "--config", "c.json", files={"c.json": config})
+        port = held.getsockname()[1]
     assert result.code == EXIT_API
     assert len(result.errors()) == 1, result.errors()
-    assert "ConnectionError: [Errno 111] Connection refused" in result.errors()[0]
+    assert result.errors()[0].endswith(
+        f"http://127.0.0.1:{port} did not answer ([Errno 111] Connection refused): "
+        f"check 'api_url' ({url})"
+    ), result.errors()[0]
 
 
 @pytest.mark.parametrize("provider", ["kombo", "bindbee"])
@@ -237,7 +242,7 @@ def test_unpartitioned_state_is_the_single_tenants_bookmark(tmp_path):
         filters = _users_filters(sb)
     assert result.code == 0
     start = parse_utc(value) - __import__("datetime").timedelta(minutes=5)
-    assert filters == {format_updated_after(start)}
+    assert filters == {PROVIDERS["kombo"].incremental.value(start)}
     assert f"as those of tenant {KOMBO_TENANT}" in result.log
     assert bookmark(result.messages[-1]["value"], "users") is not None
 

@@ -247,7 +247,7 @@ def test_walks_far_ahead_of_their_reader_pause(sb):
     """A backlog of one byte: every walk pauses after each page, giving up its slot."""
 
     def tiny_backlog(tap: t.Any) -> None:
-        tap.run.prefetcher.max_backlog = 1
+        tap.run.pool.max_backlog = 1
 
     sequential, concurrent = both_ways(
         sb, {**kombo(sb), "max_concurrency": 2}, prepare=tiny_backlog
@@ -267,7 +267,7 @@ def test_pages_waiting_in_memory_or_on_disk_give_the_same_output(sb, memory):
     a page or so (pages alternate between memory and disk)."""
 
     def budget(tap: t.Any) -> None:
-        tap.run.prefetcher.memory = MemoryBudget(memory)
+        tap.run.pool.memory = MemoryBudget(memory)
 
     sequential, concurrent = both_ways(sb, kombo(sb), prepare=budget)
     assert sequential.error is None
@@ -318,12 +318,8 @@ def test_a_failed_tenant_lets_go_of_its_pages():
         )
         with contextlib.redirect_stdout(io.StringIO()), pytest.raises(TenantsFailedError):
             tap.sync_all()
-        for thread in threading.enumerate():
-            if thread.name.startswith("walk-") and thread.name.endswith("acme:bad"):
-                thread.join(30)
-        assert tap.run.prefetcher.memory.take(MEMORY), "pages of the failed walk still held"
-        for tenant in tap.run.tenants.values():
-            tenant.session.close()  # its kept-alive connections: the server's stop joins them
+        assert tap.run.pool.memory.take(MEMORY), "pages of the failed walk still held"
+        tap.run.sender.close()  # its kept-alive connections: the server's stop joins them
     finally:
         api.stop()
 
@@ -383,7 +379,7 @@ def test_bindbee_budget_is_shared_by_a_tokens_streams():
 
         def short_window(tap: t.Any) -> None:
             for tenant in tap.run.tenants.values():
-                tenant.session.budget.window = window
+                tenant.budget.window = window
 
         run = run_tap(
             bindbee(sandbox, page_size=10, max_requests_per_minute=8), prepare=short_window

@@ -88,7 +88,7 @@ PRIMARY_KEYS = {m.schema_file: m.key for m in MODELS}
 _DT: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 # Fields the tap adds to a stream (not in any spec), with their exact schema: the tenant
 # field in every stream, ...
-TENANT_FIELDS = {name: {p.tenant_field: {"type": ["string"]}} for name, p in PROVIDERS.items()}
+TENANT_FIELDS = {name: {p.tenancy.field: {"type": ["string"]}} for name, p in PROVIDERS.items()}
 # ... Kombo's deletions in every Kombo stream, ...
 PROVIDER_EXTRAS: dict[str, dict[str, dict[str, Any]]] = {"kombo": {"_sdc_deleted_at": _DT}}
 # ... and the parent user of a progress row.

@@ -771,7 +771,7 @@ def test_forced_full_table_with_a_start_date_is_bounded_and_does_not_activate(se
     )
     validate_singer_output(run.messages)
     assert run.returncode == 0, run.describe()
-    assert {r.query.get("updated_after") for r in api.hits()} == {"2024-01-01T00:00:00.000Z"}
+    assert {r.query.get("updated_after") for r in api.hits()} == {"2023-12-31T23:59:59.999Z"}
     assert activations(run, "users") == []
     assert log_line(run, "Not activating", "start_date"), run.describe()
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tap_lms_unified.providers import kombo
-from tap_lms_unified.providers.kombo import format_updated_after
+from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.shaping import parse_utc
 from tests.conftest import SANDBOX_API_KEY, TapRun, bookmark, run_tap
@@ -94,7 +94,7 @@ def _expected_filter(state: dict[str, t.Any], streams: t.Iterable[str], tenant: 
         if value is None:
             return None
         starts.append(parse_utc(value) - LOOKBACK)
-    return format_updated_after(min(starts))
+    return PROVIDERS["kombo"].incremental.value(min(starts))
 
 
 def _check_run(

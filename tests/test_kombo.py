@@ -193,7 +193,8 @@ def test_course_revision_change_returns_its_course(sandbox):
 def test_start_date_is_sent_as_updated_after(sandbox):
     run_tap(kombo_config(sandbox, start_date="2024-06-01T00:00:00+02:00"), select={"skills"})
     sent = {r.params.get("updated_after") for r in sandbox.requests if r.path == "/lms/skills"}
-    assert sent == {"2024-05-31T22:00:00.000Z"}
+    # The filter is exclusive as far as Kombo documents it: sent a millisecond earlier.
+    assert sent == {"2024-05-31T21:59:59.999Z"}
 
 
 def test_retries_429_and_503_then_completes(sandbox):

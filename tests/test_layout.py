@@ -15,6 +15,9 @@ import pytest
 from packaging.requirements import Requirement
 from singer_sdk import RESTStream, Stream, Tap
 from singer_sdk.helpers import _typing as sdk_typing
+from singer_sdk.streams import _state as sdk_state
+
+from tap_lms_unified.providers import PROVIDERS
 
 from tests.conftest import ROOT
 
@@ -29,20 +32,16 @@ SDK_CHECKED = ((0, 54, 9), (0, 55))
 #: Private SDK names the tap relies on (no public equivalent), by where the SDK has them.
 #: After an SDK upgrade, re-read each use before widening SDK_CHECKED.
 SDK_PRIVATE = (
-    # streams.py: full-table syncs stamp RECORDs with the run's table version ...
+    # Full-table syncs stamp RECORDs with the run's table version ...
     (Stream, "_stream_version"),
-    # ... and writes ACTIVATE_VERSION after the last tenant.
+    # ... and write ACTIVATE_VERSION after the last tenant.
     (Stream, "_write_activate_version_message"),
-    # streams.py: builds each request, sent through the tenant's own session.
-    (RESTStream, "_prepare_request"),
-    # streams.py: the SDK's switch for request metrics, honoured by the tap's own logging.
+    # The SDK's switch for request metrics, honoured by the tap's own logging.
     (RESTStream, "_LOG_REQUEST_METRICS"),
-    # tap.py: the SDK's termination handler (registered for SIGTERM/SIGINT), replaced ...
+    # The SDK's termination handler (registered for SIGTERM/SIGINT), replaced.
     (Tap, "_handle_termination"),
-    # ... and its state writer, for the final STATE of an interrupted run.
-    (Tap, "_state_writer"),
-    # streams.py: the SDK's per-record loop, done in one place on the plain path (the CPU
-    # target of issue 12; anything else takes the SDK's own); see SDK_LOOP below ...
+    # The SDK's per-record loop, done in one place on the plain path (the CPU target of
+    # issue 12; anything else takes the SDK's own); see SDK_LOOP below ...
     (Stream, "_sync_records"),
     # ... with the SDK's own steps around the records: partition state, signpost ...
     (Stream, "_get_state_partition_context"),
@@ -51,9 +50,16 @@ SDK_PRIVATE = (
     (Stream, "_increment_stream_state"),
     (Stream, "_finalize_state"),
     (Stream, "_write_state_message"),
+    # The state manager with indexed partitions (the SDK's scans them: quadratic in
+    # tenants), made where the SDK makes its own, from its state.
+    (Stream, "_state_manager"),
+    (Stream, "_tap_state"),
+    (sdk_state, "StreamStateManager"),
     # tests/test_contract.py: the SDK's record conformance, run on spec examples.
     (sdk_typing, "conform_record_data_types"),
 )
+#: The one module of the package that may use them.
+SDK_PRIVATE_MODULE = PACKAGE / "sdk_private.py"
 
 
 #: sha256 (first 16 hex digits) of the source of the SDK's `Stream._sync_records`, which
@@ -105,7 +111,7 @@ def test_sdk_version_is_one_the_private_names_were_checked_against() -> None:
 
 @pytest.mark.parametrize(("owner", "name"), SDK_PRIVATE, ids=[name for _, name in SDK_PRIVATE])
 def test_sdk_still_has_the_private_names_the_tap_uses(owner: object, name: str) -> None:
-    if name in ("_stream_version", "_state_writer"):  # instance attributes, set in __init__
+    if name in ("_stream_version", "_state_manager", "_tap_state"):  # set in __init__
         init = owner.__init__  # type: ignore[misc]
         source = Path(init.__code__.co_filename).read_text(encoding="utf-8")
         assert f"self.{name}" in source, f"singer-sdk no longer sets {name}"
@@ -123,10 +129,10 @@ def test_the_sdk_loop_the_tap_mirrors_is_unchanged() -> None:
 
 
 def test_sdk_private_names_listed_are_all_the_package_uses() -> None:
-    """A new private SDK name in the package must be added to SDK_PRIVATE (and checked)."""
+    """A private SDK name is used in sdk_private.py only, and listed in SDK_PRIVATE."""
     listed = {name for _, name in SDK_PRIVATE}
     own: set[str] = set()
-    used: set[str] = set()
+    used: dict[str, set[Path]] = {}
     for path in modules().values():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -135,50 +141,64 @@ def test_sdk_private_names_listed_are_all_the_package_uses() -> None:
             elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
                 is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
                 if is_self and not node.attr.startswith("__"):
-                    used.add(node.attr)
+                    used.setdefault(node.attr, set()).add(path)
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("singer_sdk"):
                 private = [a.name for a in node.names if a.name.startswith("_")]
-                assert not private, f"{path.name}: private SDK import {private}: list it"
-                assert "._" not in (node.module or ""), f"{path.name}: {node.module}: list it"
+                module = node.module or ""
+                if private or "._" in module:
+                    assert path == SDK_PRIVATE_MODULE, f"{path.name}: private SDK import {module}"
+                    assert {a.name for a in node.names} <= listed, f"{module}: list it"
     # `self._x` that the package neither defines nor assigns is the SDK's.
-    assigned = {
-        target.attr
-        for path in modules().values()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Assign | ast.AnnAssign)
-        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-        if isinstance(target, ast.Attribute)
-    }
-    sdk_names = used - own - (assigned - listed)
+    assigned: set[str] = set()
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    for item in target.elts if isinstance(target, ast.Tuple) else [target]:
+                        if isinstance(item, ast.Attribute):
+                            assigned.add(item.attr)
+                        elif isinstance(item, ast.Name):  # a class attribute of the package's
+                            assigned.add(item.id)
+    sdk_names = set(used) - own - (assigned - listed)
     assert sdk_names <= listed, f"private SDK names not in SDK_PRIVATE: {sdk_names - listed}"
+    elsewhere = {name: paths - {SDK_PRIVATE_MODULE} for name, paths in used.items()}
+    outside = {
+        n: sorted(p.name for p in ps) for n, ps in elsewhere.items() if n in sdk_names and ps
+    }
+    assert not outside, f"private SDK names used outside sdk_private.py: {outside}"
 
 
 # --------------------------------------------------------------------------- providers
+
+
+#: Every registered provider's names, as a shared module must not spell them.
+PROVIDER_NAMES = re.compile(
+    r"\b(" + "|".join(re.escape(n) for p in PROVIDERS.values() for n in {p.name, p.label}) + r")\b",
+    re.IGNORECASE,
+)
 
 
 @pytest.mark.parametrize("path", shared_modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_shared_modules_never_name_a_provider(path: Path) -> None:
     """Shared modules learn everything about a provider through `Provider`."""
     text = path.read_text(encoding="utf-8")
-    names = sorted({m.group(0) for m in re.finditer(r"kombo|bindbee", text, re.IGNORECASE)})
+    names = sorted({m.group(0) for m in PROVIDER_NAMES.finditer(text)})
     assert not names, f"{path.relative_to(ROOT)} names {names}: move it to its provider module"
 
 
 # --------------------------------------------------------------------------- imports
 
 
-def runtime_imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules a module imports when it runs.
-
-    Imports under `if TYPE_CHECKING:` are left out: they never run, and type-only imports
-    may go both ways (a `Run` knows its streams' type, a stream its run's).
-    """
+def imports_of(name: str, path: Path, known: set[str], *, typing: bool = True) -> set[str]:
+    """The package modules a module imports, those under `if TYPE_CHECKING:` included
+    (`typing=False`: only when it runs). A type-level cycle is a cycle too."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) and not typing:
             for branch in node.orelse:
                 visit(branch)
             return
@@ -201,7 +221,7 @@ def runtime_imports(name: str, path: Path, known: set[str]) -> set[str]:
 
 def test_imports_form_no_cycle() -> None:
     found = modules()
-    graph = {name: runtime_imports(name, path, set(found)) for name, path in found.items()}
+    graph = {name: imports_of(name, path, set(found)) for name, path in found.items()}
     done: set[str] = set()
 
     def visit(name: str, trail: list[str]) -> None:
@@ -218,4 +238,5 @@ def test_imports_form_no_cycle() -> None:
         visit(name, [])
     # The layout of CONTRIBUTING.md: the tap sits on top, the registry below it.
     assert "tap_lms_unified.providers" in graph["tap_lms_unified.tap"]
-    assert not graph["tap_lms_unified.provider"], "provider.py is the interface: no imports"
+    # provider.py is the interface: it only knows the paging declarations.
+    assert graph["tap_lms_unified.provider"] <= {"tap_lms_unified.paging"}

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tap_lms_unified.providers.kombo import format_updated_after
+from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.shaping import utc_iso
 from tests.conftest import (
@@ -166,7 +166,7 @@ def test_rerun_of_a_completed_run_emits_only_the_lookback_overlap(sb, complete, 
     def start(stream: str) -> str:
         (bookmark,) = bookmark_values(state, stream)
         moment = datetime.fromisoformat(bookmark.replace("Z", "+00:00"))
-        return format_updated_after(moment - timedelta(minutes=LOOKBACK_MINUTES))
+        return PROVIDERS["kombo"].incremental.value(moment - timedelta(minutes=LOOKBACK_MINUTES))
 
     # one walk per pair, from the earlier start of the two
     walks = {

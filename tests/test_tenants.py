@@ -188,7 +188,7 @@ def test_limiter_is_per_tenant_and_never_exceeded(sb):
 
     def short_window(tap: t.Any) -> None:
         for tenant in tap.run.tenants.values():
-            tenant.session.budget.window = window
+            tenant.budget.window = window
 
     run = run_tap(
         bindbee(sb, page_size=2, max_requests_per_minute=6),

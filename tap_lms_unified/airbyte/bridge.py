@@ -135,4 +135,4 @@ def failed_tenants(tap: TapLmsUnified) -> list[TenantFailure]:
 def connection_test(tap: TapLmsUnified) -> None:
     """One request per tenant and endpoint; raises when a tenant failed (see `failed_tenants`)."""
     _ = tap.streams  # registers the run's streams
-    tap.run.test_connection()
+    tap.test_connection()

@@ -12,32 +12,20 @@ requests per minute per token, `X-RateLimit-Reset` in Unix seconds.
 
 from __future__ import annotations
 
-import hashlib
 import typing as t
 from http import HTTPStatus
 from importlib.resources import files
 
-import msgspec
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk import typing as th
 
-from tap_lms_unified.provider import Provider, TenantSpec, envelope_cursor
+from tap_lms_unified.paging import CursorPaging, Envelope
+from tap_lms_unified.provider import PageSizeRefusal, Provider, RateLimitHeaders, Tenancy
 from tap_lms_unified.streams import LmsStream
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from singer_sdk.helpers.types import Context
-
-BASE_URL = "https://api.bindbee.dev"
-
-
-class _Envelope(msgspec.Struct):
-    items: list[msgspec.Raw]  # checked to be a list of JSON values, not decoded
-    cursor: t.Any
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
 SCHEMAS = SchemaDirectory(files("tap_lms_unified") / "schemas" / "bindbee")
 
 
@@ -55,18 +43,6 @@ class BindbeeStream(LmsStream):
     @property
     def path(self) -> str:  # type: ignore[override]
         return f"/api/lms/v1/{self.name}"
-
-    def get_url_params(
-        self, context: Context | None, next_page_token: str | None
-    ) -> dict[str, t.Any]:
-        params: dict[str, t.Any] = {
-            "page_size": self.run.page_size,
-            "include_raw_data": "true" if self.config["include_raw_data"] else "false",
-            "include_custom_fields": ("true" if self.config["include_custom_fields"] else "false"),
-        }
-        if next_page_token:
-            params["cursor"] = next_page_token
-        return params
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         # Relations first: the shaper then checks the ids against the schema.
@@ -129,38 +105,32 @@ class Bindbee(Provider):
 
     name = "bindbee"
     label = "Bindbee"
+    tenancy = Tenancy(
+        field="connector_name",
+        setting="connector_token",
+        header="x-connector-token",
+        secret=True,
+        name_setting="connector_name",
+        anonymous_prefix="connector",
+        description="the customer's connector token, sent as `x-connector-token`. A secret.",
+        name_description="a stable, non-secret name for `connector_token`, written to every "
+        "record as `connector_name` and used in state and logs. Default: `connector-` + a "
+        "short hash of the token.",
+    )
+    paging = CursorPaging(Envelope(records=("items",), cursor=("cursor",)))
     # The spec allows 200 per page; older docs said 100. With a budget of requests per
     # minute, rows per minute = budget x page size: ask for 200, step down once on a 422.
     page_size_default = 200
     page_size_max = 200
-    page_size_fallback = 100
-    tenant_field = "connector_name"
-    tenant_setting = "connector_token"
-    reset_is_epoch = True  # `X-RateLimit-Reset` is a Unix time
+    page_size_refusal = PageSizeRefusal(
+        statuses=frozenset({HTTPStatus.UNPROCESSABLE_ENTITY}), fallback=100
+    )
+    rate_limit = RateLimitHeaders("x-ratelimit-remaining", "x-ratelimit-reset", reset_is_epoch=True)
+    regions: t.ClassVar[dict[str, str]] = {"default": "https://api.bindbee.dev"}
     # The only way a target learns that a Bindbee record was deleted.
     activate_versions_by_default = True
     streams = STREAMS
-    tenant_properties = (
-        th.Property("connector_token", th.StringType, secret=True),
-        th.Property("name", th.StringType),
-    )
     settings = (
-        th.Property(
-            "connector_token",
-            th.StringType,
-            secret=True,
-            title="Connector token (Bindbee)",
-            description="Bindbee only, required: the customer's connector token, sent as "
-            "`x-connector-token`. A secret.",
-        ),
-        th.Property(
-            "connector_name",
-            th.StringType,
-            title="Connector name (Bindbee)",
-            description="Bindbee only: a stable, non-secret name for `connector_token`, "
-            "written to every record as `connector_name` and used in state and logs. "
-            "Default: `connector-` + a short hash of the token.",
-        ),
         th.Property(
             "include_raw_data",
             th.BooleanType,
@@ -186,61 +156,20 @@ class Bindbee(Provider):
         ),
     )
 
-    def base_url(self, config: Mapping[str, t.Any]) -> str:
-        return BASE_URL
-
-    def tenants(self, config: Mapping[str, t.Any]) -> list[TenantSpec]:
-        pairs = [(config.get("connector_token"), config.get("connector_name"))]
-        pairs += [
-            (i.get("connector_token"), i.get("name")) for i in config.get("integrations") or ()
-        ]
-        specs = []
-        for token, name in pairs:
-            if token:
-                key = name or "connector-" + hashlib.sha256(str(token).encode()).hexdigest()[:10]
-                specs.append(TenantSpec(str(key), {"x-connector-token": str(token)}))
-        return specs
-
-    def secrets(self, config: Mapping[str, t.Any]) -> list[str]:
-        tokens = [config.get("connector_token")]
-        tokens += [i.get("connector_token") for i in config.get("integrations") or ()]
-        return [str(token) for token in tokens if token]
-
-    def check(self, config: Mapping[str, t.Any]) -> list[str]:
-        errors = []
-        integrations = config.get("integrations") or []
-        for position, item in enumerate(integrations):
-            if not str(item.get("connector_token") or "").strip():
-                errors.append(
-                    f"'integrations[{position}]' needs 'connector_token' (provider bindbee)"
-                )
-            if len(integrations) > 1 and not item.get("name"):
-                errors.append(
-                    f"'integrations[{position}]' needs a 'name': with several connectors, each "
-                    "needs a stable non-secret name for records, state and logs"
-                )
-        if not str(config.get("connector_token") or "").strip() and not integrations:
-            errors.append(
-                "'connector_token' is required when provider is 'bindbee' (sent as "
-                "x-connector-token), or list tenants in 'integrations'"
-            )
-        if config["max_requests_per_minute"] <= 0:
-            value = config["max_requests_per_minute"]
-            errors.append(f"'max_requests_per_minute' must be greater than 0, got {value!r}")
-        return errors
+    def check_own(self, config: Mapping[str, t.Any]) -> list[str]:
+        value = config["max_requests_per_minute"]
+        if value <= 0:
+            return [f"'max_requests_per_minute' must be greater than 0, got {value!r}"]
+        return []
 
     def requests_per_minute(self, config: Mapping[str, t.Any]) -> int | None:
         return int(config["max_requests_per_minute"])
 
-    def page(self, body: t.Any) -> tuple[list[t.Any], str | None]:
-        items, cursor = body["items"], body["cursor"]
-        if not isinstance(items, list):
-            raise TypeError("items is not a list")
-        return items, (str(cursor) if cursor else None)
-
-    def cursor(self, content: bytes) -> str | None:
-        cursor = envelope_cursor(_ENVELOPE, content).cursor
-        return str(cursor) if cursor else None
+    def params(self, config: Mapping[str, t.Any]) -> dict[str, str]:
+        return {
+            "include_raw_data": "true" if config["include_raw_data"] else "false",
+            "include_custom_fields": "true" if config["include_custom_fields"] else "false",
+        }
 
     def error_details(self, body: t.Any) -> tuple[str | None, str]:
         detail = body.get("detail") if isinstance(body, dict) else None
