@@ -15,7 +15,8 @@ from tap_lms_unified.sandbox.server import Sandbox, is_loopback
 
 
 def _parser() -> argparse.ArgumentParser:
-    titles = " and ".join(p.title for p in PROVIDERS)
+    *others, last = [p.title for p in PROVIDERS]
+    titles = f"{', '.join(others)} and {last}" if others else last
     p = argparse.ArgumentParser(
         prog="tap-lms-unified-sandbox",
         description=f"Local imitation of the {titles} unified LMS APIs.",

@@ -662,9 +662,9 @@ class BindbeeFake(ProviderFake[BindbeeSizes, BindbeeOptions, BindbeeTenant]):
     def tenant_secrets(cls, names: Sequence[str]) -> list[str]:
         return [cls.token_of(name) for name in names]
 
-    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
-        name = self.connector_name(headers)
-        token = headers.get("x-connector-token")
+    def identify(self, req: ApiRequest) -> tuple[str | None, tuple[str, ...]]:
+        name = self.connector_name(req.headers)
+        token = req.headers.get("x-connector-token")
         return name, tuple(x for x in (name, token) if x)
 
     def handle(self, req: ApiRequest, fault_kind: str | None) -> Response:

@@ -18,11 +18,11 @@ import dataclasses
 import threading
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from tap_lms_unified.sandbox.wire import ApiRequest, Response
+from tap_lms_unified.sandbox.wire import ApiRequest, Response, json_response
 
 SANDBOX_API_KEY = "sandbox-api-key"  # the bearer token every fake accepts
 
@@ -139,10 +139,12 @@ class ProviderFake(ABC, Generic[SizesT, OptionsT, TenantT]):
 
     # --- HTTP -----------------------------------------------------------------------
     @abstractmethod
-    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
+    def identify(self, req: ApiRequest) -> tuple[str | None, tuple[str, ...]]:
         """(tenant name for the request log, every identity a fault's ``tenant`` matches).
 
-        The log name must never be a secret (such as a connector token).
+        From the request's headers or its path (an API may name the tenant in either);
+        called before :meth:`handle`, for every request. The log name must never be a
+        secret (such as a connector token).
         """
 
     @abstractmethod
@@ -152,6 +154,14 @@ class ProviderFake(ABC, Generic[SizesT, OptionsT, TenantT]):
     @abstractmethod
     def default_error(self, status: int, code: str | None = None) -> Response:
         """The error a ``status`` fault without a body answers, in the provider's shape."""
+
+    def bad_envelope(self) -> Response:
+        """The 200 a ``bad_envelope`` fault answers: JSON that is not this API's envelope.
+
+        The default is an object no provider answers; an API whose lists are not objects
+        (a bare array) says what is not its envelope.
+        """
+        return json_response(200, {"unexpected": True})
 
     # --- admin ----------------------------------------------------------------------
     @abstractmethod

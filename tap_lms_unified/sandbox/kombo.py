@@ -25,7 +25,7 @@ import threading
 import uuid
 from array import array
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any, TypedDict
@@ -901,8 +901,8 @@ class KomboFake(ProviderFake[KomboSizes, KomboOptions, KomboTenant]):
             config["integrations"] = [{"integration_id": name} for name in names]
         return config
 
-    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
-        tenant = headers.get("x-integration-id")
+    def identify(self, req: ApiRequest) -> tuple[str | None, tuple[str, ...]]:
+        tenant = req.headers.get("x-integration-id")
         return tenant, (tenant,) if tenant else ()
 
     def handle(self, req: ApiRequest, fault_kind: str | None) -> Response:

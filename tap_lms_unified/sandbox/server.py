@@ -217,7 +217,7 @@ class Sandbox:
         return json_response(404, {"detail": "Not Found"})
 
     def _api(self, fake: ProviderFake[Any, Any, Any], req: ApiRequest) -> Response:
-        tenant, identities = fake.identify(req.headers)
+        tenant, identities = fake.identify(req)
         fault = self.faults.take(req.provider, req.path, identities)
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "delay":
@@ -297,7 +297,7 @@ def _fault_response(fake: ProviderFake[Any, Any, Any], fault: Fault) -> Response
     if fault.kind == "html200":
         return Response(200, HTML_ERROR_PAGE, content_type="text/html; charset=utf-8")
     if fault.kind == "bad_envelope":
-        return json_response(200, {"unexpected": True})
+        return fake.bad_envelope()
     status = fault.status or 500
     if fault.body is not None:
         if isinstance(fault.body, str):
