@@ -1,25 +1,24 @@
-"""Generate the tap's stream JSON Schemas from the vendors' OpenAPI specs.
+"""Generate the tap's stream JSON Schemas from the vendors' API specs.
 
 Usage::
 
     python scripts/generate_schemas.py [--specs DIR] [--out DIR] [--check]
 
-``--specs`` defaults to ``../shared/specs`` relative to the repository root and
-``--out`` to ``tap_lms_unified/schemas``. One file is written per stream, to
+``--specs`` defaults to ``specs/`` of the repository and ``--out`` to
+``tap_lms_unified/schemas``. One file is written per stream, to
 ``<out>/<provider>/<stream>.json`` (indent 2, sorted keys, trailing newline), so a
 re-run on the same specs reproduces the committed files byte for byte. ``--check``
 writes nothing and exits 1 when a committed file is missing, stale or extra.
 
-The streams are the registry's (``tap_lms_unified.providers.PROVIDERS``): each stream
-class gives its name, primary key, ``split_off`` fields (left out: a partner stream has
-them) and, for Bindbee, ``relations``; the provider gives the tenant field every record
-carries. This script only adds where in the specs each stream's records are
-(``GENERATION``), the other fields the tap adds, and the exceptions below; a stream
-without generation input, or input for no stream, is an error.
+Everything about a stream comes from its class in its provider module: its name,
+primary key, ``split_off`` fields (left out: a partner stream has them), ``relations``
+(kept as ids), and ``schema_source`` (``provider.SchemaSource``): where in which spec its
+records are, the fields the tap adds, and its deliberate deviations from the spec. The
+provider gives the tenant field every record carries. Nothing here names a provider.
 
-Mapping rules (the specs are the source of truth; the exceptions are listed
-explicitly below and the script fails loudly when one of them no longer matches
-the spec, so the lists cannot silently go stale):
+Mapping rules (the specs are the source of truth; the deviations are declared per
+stream and the script fails loudly when one of them no longer matches the spec, so
+they cannot silently go stale):
 
 * ``$ref`` is resolved; ``anyOf``/``oneOf`` with a ``null`` branch, ``type: [..,
   "null"]`` and ``nullable: true`` all mean "nullable".
@@ -30,8 +29,9 @@ the spec, so the lists cannot silently go stale):
   the APIs pass unknown enum values through, so ``status``/``grade`` are plain
   strings. Only the ``date-time`` (and ``date``) formats are kept.
 * ``integer`` and ``number`` are kept as the spec says, except the integers that real
-  systems send as fractions (``WIDENED_TO_NUMBER``: Bindbee's completion ``score``),
-  which become ``number``.
+  systems send as fractions (a stream's ``numbers``), which become ``number``.
+* Plain strings that are timestamps in practice (a stream's ``date_times``) become
+  ``date-time``; the tap normalises them to ISO-8601 UTC.
 * Objects without declared properties (``remote_data``, ``custom_fields``,
   ``raw_data``) are free-form: ``{"type": ["object", "null"],
   "additionalProperties": true}``. Objects with properties keep them, recursively.
@@ -43,64 +43,36 @@ import argparse
 import copy
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tap_lms_unified.provider import SchemaSource, SpecSource
 from tap_lms_unified.providers import PROVIDERS
 
 JsonSchema = dict[str, Any]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPECS_DIR = REPO_ROOT.parent / "shared" / "specs"
+DEFAULT_SPECS_DIR = REPO_ROOT / "specs"
 DEFAULT_OUT_DIR = REPO_ROOT / "tap_lms_unified" / "schemas"
-
-KOMBO_CURRENT = "kombo/kombo-openapi.2026-05-01.api-evangelist.json"
-KOMBO_LEGACY = "kombo/kombo-openapi.2025-11-19.acaloiaro-0.0.1.json"
-# Kombo envelope: {"status": "success", "data": {"next": ..., "results": [<record>]}}
-KOMBO_RECORD = ("properties", "data", "properties", "results", "items")
-# Bindbee envelope: {"cursor": ..., "page_size": ..., "items": [<record>]}
-BINDBEE_RECORD = ("properties", "items", "items")
 
 # JSON types in the order we emit them; "null" always last.
 _TYPE_ORDER = ("string", "integer", "number", "boolean", "object", "array", "null")
 
-# Kombo types `integration_fields[].value` as `{"type": "null"}`, but the API really
-# sends any JSON value there (strings, numbers, booleans, objects, lists). The brief
-# asked for the empty schema `{}`; singer-sdk 0.54's record conformance crashes on it
-# when the value is a list (`is_array_type({})` raises EmptySchemaTypeError), so we
-# list every JSON type instead: it accepts exactly what `{}` accepts, and the SDK
+# A value the spec types as null or leaves untyped that is really any JSON value (a
+# stream's `any_json` paths). singer-sdk 0.54's record conformance crashes on the empty
+# schema `{}` when the value is a list (`is_array_type({})` raises EmptySchemaTypeError),
+# so every JSON type is listed instead: it accepts exactly what `{}` accepts, and the SDK
 # passes the value through untouched.
 ANY_JSON_VALUE: JsonSchema = {"type": ["array", "boolean", "null", "number", "object", "string"]}
-ANY_JSON_PATHS = frozenset({"integration_fields[].value"})
 
-DATE_TIME: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
-
-# Dates the specs leave as plain strings although they are timestamps in practice.
-# The tap normalises them to ISO-8601 UTC, so they are typed date-time here (which
-# makes targets create timestamp columns). Keyed by (provider, stream).
-DATE_TIME_OVERRIDES: dict[tuple[str, str], frozenset[str]] = {
-    # Legacy Kombo `progress[]` items: "Date when the user enrolled/completed".
-    ("kombo", "progress"): frozenset({"enrollment_date", "completion_date"}),
-    # Bindbee: only `modified_at` is declared date-time in the spec.
-    ("bindbee", "enrollments"): frozenset({"start_date"}),
-    ("bindbee", "completions"): frozenset({"started_at", "completed_at"}),
-}
-
-# Integers in the spec that real systems send with a fraction (a Bindbee completion
-# `score` of 87.5): widened to `number`, or such records would not match their SCHEMA.
-WIDENED_TO_NUMBER: dict[tuple[str, str], frozenset[str]] = {
-    ("bindbee", "completions"): frozenset({"score"}),
-}
-
-# Relations (a stream class's `relations`, Bindbee's) are typed in the spec as "anything or
-# null" (`anyOf: [{}, null]`, arrays with `items: {}`): an id string, or an object when the
-# relation is expanded with `expand=`. The tap never expands relations, so they are id
-# strings, or arrays of id strings where the spec has an array. Durations (`duration`,
-# `time_duration`) and `contents.provider` are typed strings in the spec and stay strings.
+# Relations (a stream class's `relations`) are typed in the spec as "anything or null"
+# (`anyOf: [{}, null]`, arrays with `items: {}`): an id string, or an object when the
+# relation is expanded. The tap never expands relations, so they are id strings, or arrays
+# of id strings where the spec has an array.
 
 
 class SpecError(Exception):
@@ -108,127 +80,56 @@ class SpecError(Exception):
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where a stream's record model lives in a spec."""
-
-    spec: str  # file, relative to the specs dir
-    http_path: str  # list endpoint; the record is found below its 200 response
-    steps: tuple[str, ...]  # keys from the response schema down to the record schema
-
-
-@dataclass(frozen=True)
-class Generation:
-    """What a stream's schema is made of beyond what its stream class declares."""
-
-    sources: tuple[Source, ...]  # record models; several (spec versions) are united
-    extras: dict[str, JsonSchema] = field(default_factory=dict)  # fields the tap adds
-
-
-@dataclass(frozen=True)
 class StreamDef:
-    """One stream to generate: its stream class's facts and its generation input."""
+    """One stream to generate: its stream class's facts and its schema source."""
 
     provider: str
     name: str
-    sources: tuple[Source, ...]
+    source: SchemaSource
     primary_keys: tuple[str, ...]
     drop: frozenset[str]  # the class's `split_off`: fields that go to a partner stream
     relations: tuple[str, ...]  # the class's `relations`, if it has any
-    extras: dict[str, JsonSchema]  # the generation's extras and the provider's tenant field
+    extras: dict[str, JsonSchema]  # the source's extras and the provider's tenant field
 
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.name}"
 
-
-def _kombo(http_path: str, *more_steps: str, spec: str = KOMBO_CURRENT) -> Source:
-    return Source(spec, http_path, KOMBO_RECORD + more_steps)
-
-
-_KOMBO_DELETED = {"_sdc_deleted_at": DATE_TIME}
-
-# Kombo: each stream's models, by stream name.
-KOMBO: dict[str, Generation] = {
-    # Users: union of the current and the legacy model; legacy `progress[]` is its own stream.
-    "users": Generation(
-        (_kombo("/lms/users"), _kombo("/lms/users", spec=KOMBO_LEGACY)), _KOMBO_DELETED
-    ),
-    "progress": Generation(
-        (_kombo("/lms/users", "properties", "progress", "items", spec=KOMBO_LEGACY),),
-        {
-            "user_id": {"type": ["string", "null"]},  # the parent user's id
-            "user_changed_at": DATE_TIME,  # the parent user's changed_at (replication key)
-            "_sdc_deleted_at": DATE_TIME,  # set when the parent user is deleted
-        },
-    ),
-    "course_progressions": Generation((_kombo("/lms/course-progressions"),), _KOMBO_DELETED),
-    "courses": Generation((_kombo("/lms/courses"),), _KOMBO_DELETED),
-    "course_revisions": Generation(
-        (_kombo("/lms/courses", "properties", "revisions", "items"),),
-        # `course_id` is in the revision model already; it is added only if it disappears.
-        {"course_id": {"type": ["string", "null"]}, **_KOMBO_DELETED},
-    ),
-    "skills": Generation((_kombo("/lms/skills"),), _KOMBO_DELETED),
-}
-
-
-def _bindbee(stream: str) -> Generation:
-    """Bindbee: every stream has its own spec file and endpoint, both named after it."""
-    return Generation(
-        (
-            Source(
-                f"bindbee/bindbee-{stream}-api-openapi.yml", f"/api/lms/v1/{stream}", BINDBEE_RECORD
-            ),
-        )
-    )
-
-
-#: Generation input by provider: a table by stream name, or a rule for every stream.
-GENERATION: dict[str, Mapping[str, Generation] | Callable[[str], Generation]] = {
-    "kombo": KOMBO,
-    "bindbee": _bindbee,
-}
+    @property
+    def sources(self) -> tuple[SpecSource, ...]:
+        return self.source.models
 
 
 def stream_defs() -> tuple[StreamDef, ...]:
-    """Every stream of the registry's providers, with its generation input.
+    """Every stream of the registry's providers, as its class declares it.
 
-    Names, keys, split-off fields and relations come from the provider modules; the
-    tables above only say where in the specs each stream's records are.
+    Names, keys, split-off fields, relations and schema sources (`schema_source`) come
+    from the provider modules; the tenant field from the provider's tenancy.
     """
-    if set(GENERATION) != set(PROVIDERS):
-        raise SpecError(
-            f"generation input for providers {sorted(GENERATION)}, registry: {sorted(PROVIDERS)}"
-        )
     defs = []
     for provider in PROVIDERS.values():
-        rule = GENERATION[provider.name]
-        # The SDK types `name` and `primary_keys` as instance attributes; the stream
-        # classes declare them as class attributes.
-        classes = {str(getattr(cls, "name")): cls for cls in provider.streams}  # noqa: B009
-        if isinstance(rule, Mapping) and set(rule) != set(classes):
-            raise SpecError(
-                f"{provider.name}: streams without generation input "
-                f"{sorted(set(classes) - set(rule))}, input for no stream "
-                f"{sorted(set(rule) - set(classes))}"
-            )
-        for name, cls in classes.items():
-            generation = rule[name] if isinstance(rule, Mapping) else rule(name)
+        for cls in provider.streams:
+            # The SDK types `name` and `primary_keys` as instance attributes; the stream
+            # classes declare them as class attributes.
+            name = str(getattr(cls, "name"))  # noqa: B009
+            source = getattr(cls, "schema_source", None)
+            if not isinstance(source, SchemaSource):
+                raise SpecError(f"{provider.name}/{name}: the stream declares no schema_source")
             tenant = {provider.tenancy.field: {"type": ["string"]}}
             defs.append(
                 StreamDef(
                     provider=provider.name,
                     name=name,
-                    sources=generation.sources,
+                    source=source,
                     primary_keys=tuple(getattr(cls, "primary_keys")),  # noqa: B009
-                    drop=frozenset(cls.split_off),
+                    drop=frozenset(getattr(cls, "split_off", ())),
                     relations=tuple(getattr(cls, "relations", ())),
-                    extras={**generation.extras, **tenant},
+                    extras={
+                        **{k: copy.deepcopy(dict(v)) for k, v in source.extras.items()},
+                        **tenant,
+                    },
                 )
             )
-    unknown = set(DATE_TIME_OVERRIDES) - {(d.provider, d.name) for d in defs}
-    if unknown:
-        raise SpecError(f"DATE_TIME_OVERRIDES for no stream: {sorted(unknown)}")
     return tuple(defs)
 
 
@@ -260,18 +161,25 @@ class Spec:
             node = {**target, **siblings} if siblings else target
         return node
 
-    def record_schema(self, source: Source) -> JsonSchema:
+    def record_schema(self, source: SpecSource) -> JsonSchema:
+        where = f"GET {source.path}" if source.path else "/".join(source.pointer)
         try:
-            op = self.doc["paths"][source.http_path]["get"]
-            node = self.resolve(op["responses"]["200"]["content"]["application/json"]["schema"])
+            if source.path:
+                op = self.doc["paths"][source.path]["get"]
+                node = op["responses"]["200"]["content"]["application/json"]["schema"]
+            else:
+                node = self.doc
+                for part in source.pointer:
+                    node = self.resolve(node)[part]
+            node = self.resolve(node)
             for step in source.steps:
                 node = self.resolve(node[step])
         except KeyError as exc:
             raise SpecError(
-                f"{source.spec}: GET {source.http_path} has no {exc} on the way to the record"
+                f"{source.spec}: {where} has no {exc} on the way to the record"
             ) from exc
         if not isinstance(node, dict) or "properties" not in node:
-            raise SpecError(f"{source.spec}: GET {source.http_path} record has no properties")
+            raise SpecError(f"{source.spec}: {where} record has no properties")
         return node
 
 
@@ -313,11 +221,11 @@ class Converter:
 
     @property
     def date_time_paths(self) -> frozenset[str]:
-        return DATE_TIME_OVERRIDES.get((self.stream.provider, self.stream.name), frozenset())
+        return self.stream.source.date_times
 
     @property
     def widened_paths(self) -> frozenset[str]:
-        return WIDENED_TO_NUMBER.get((self.stream.provider, self.stream.name), frozenset())
+        return self.stream.source.numbers
 
     @property
     def relations(self) -> tuple[str, ...]:
@@ -375,7 +283,7 @@ class Converter:
 
     def convert(self, node: JsonSchema, path: str, *, is_property: bool) -> JsonSchema:
         """Convert one spec (sub)schema found at `path` (`a.b`, `a[].b`) to ours."""
-        if path in ANY_JSON_PATHS:
+        if path in self.stream.source.any_json:
             part, _ = self.split(node, path)
             if part is not None and part["type"] not in ([], ["string"]):
                 raise self.fail(path, f"expected the spec's untyped/null value, got {part}")
@@ -402,7 +310,7 @@ class Converter:
             raise self.fail(path, "untyped in the spec and not a known relation/any-value field")
         types = part["type"]
         if not types:
-            raise self.fail(path, "typed as null only; add it to ANY_JSON_PATHS if intended")
+            raise self.fail(path, "typed as null only; add it to the stream's any_json if so")
 
         if path in self.widened_paths:
             self.used_overrides.add(f"number:{path}")

@@ -1,7 +1,8 @@
 """How a provider pages, declared: a cursor in an envelope, or `limit`/`offset` pages.
 
 - `CursorPaging`: each page carries the next page's cursor in its envelope (e.g.
-  `data.next` or `cursor`); null ends the walk, an empty page with a cursor does not. Pages are fetched one after the other.
+  `data.next` or `cursor`); null ends the walk, an empty page with a cursor does not.
+  Pages are fetched one after the other.
 - `OffsetPaging`: a bare page of at most `limit` records at `offset`; the walk ends at the
   first short page. The offsets are known in advance, so the pages of one walk can be
   fetched concurrently (walking.py).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import typing as t
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -20,8 +21,6 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator, BearerTokenAuthenticator
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from singer_sdk import Stream
     from singer_sdk.authenticators import APIAuthenticatorBase
 
@@ -153,6 +152,40 @@ class PageSizeRefusal:
 
     statuses: frozenset[int]
     fallback: int
+
+
+# -- where a stream's schema comes from (read by scripts/generate_schemas.py) ----------
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """Where a stream's record model is in a spec file of `specs/`: below the 200 response
+    of the list endpoint `path` (OpenAPI), following `steps`; or at `pointer`."""
+
+    spec: str
+    path: str = ""
+    steps: tuple[str, ...] = ()
+    pointer: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemaSource:
+    """What a stream's JSON schema is generated from: its models (several are united),
+    the fields the tap adds, and the deliberate deviations from the spec, each of which
+    must still match a spec field (the generator fails when one no longer does)."""
+
+    models: tuple[SpecSource, ...]
+    #: Fields the tap adds, with their schema.
+    extras: Mapping[str, Mapping[str, t.Any]] = field(default_factory=dict)
+    #: Plain strings in the spec that are timestamps (normalised to UTC ISO-8601).
+    date_times: frozenset[str] = frozenset()
+    #: Integers in the spec that real systems send with a fraction.
+    numbers: frozenset[str] = frozenset()
+    #: Values the spec types as null or leaves untyped that are really any JSON value.
+    any_json: frozenset[str] = frozenset()
+
+
+DATE_TIME: Mapping[str, t.Any] = {"type": ["string", "null"], "format": "date-time"}
 
 
 # -- the provider ----------------------------------------------------------------------

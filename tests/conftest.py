@@ -27,7 +27,7 @@ if t.TYPE_CHECKING:
     from tap_lms_unified.streams import LmsStream
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT.parent / "shared" / "specs"
+SPECS = ROOT / "specs"
 KOMBO_TENANT = "sandbox:acme"
 BINDBEE_TOKEN = "sandbox-connector-acme"
 
@@ -38,7 +38,8 @@ BINDBEE_TOKEN = "sandbox-connector-acme"
 def stream_classes(provider: str) -> dict[str, type[LmsStream]]:
     """A provider's stream classes by name, in discovery order."""
     # The SDK types `name` as an instance attribute; the stream classes declare it.
-    return {str(getattr(cls, "name")): cls for cls in PROVIDERS[provider].streams}  # noqa: B009
+    classes = t.cast("tuple[type[LmsStream], ...]", PROVIDERS[provider].streams)
+    return {str(getattr(cls, "name")): cls for cls in classes}  # noqa: B009
 
 
 def primary_keys(provider: str, stream: str) -> tuple[str, ...]:
@@ -55,6 +56,13 @@ def primary_key(provider: str, stream: str) -> str:
 def relations_of(provider: str, stream: str) -> tuple[str, ...]:
     """The fields of a stream that are relations, emitted as ids (Bindbee's `relations`)."""
     return tuple(getattr(stream_classes(provider)[stream], "relations", ()))
+
+
+def filter_value(provider: str, moment: t.Any) -> str:
+    """The incremental filter's value a provider sends for records changed since `moment`."""
+    where = PROVIDERS[provider].incremental
+    assert where is not None, f"{provider} has no incremental filter"
+    return where.value(moment)
 
 
 KOMBO_STREAMS = tuple(stream_classes("kombo"))

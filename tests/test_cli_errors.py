@@ -19,7 +19,7 @@ import pytest
 from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Sandbox
 from tap_lms_unified.shaping import parse_utc
-from tests.conftest import KOMBO_TENANT, ROOT, bindbee_config, bookmark, kombo_config
+from tests.conftest import KOMBO_TENANT, ROOT, bindbee_config, bookmark, filter_value, kombo_config
 
 EXIT_CONFIG, EXIT_API = 1, 3
 
@@ -242,7 +242,7 @@ def test_unpartitioned_state_is_the_single_tenants_bookmark(tmp_path):
         filters = _users_filters(sb)
     assert result.code == 0
     start = parse_utc(value) - __import__("datetime").timedelta(minutes=5)
-    assert filters == {PROVIDERS["kombo"].incremental.value(start)}
+    assert filters == {filter_value("kombo", start)}
     assert f"as those of tenant {KOMBO_TENANT}" in result.log
     assert bookmark(result.messages[-1]["value"], "users") is not None
 

@@ -15,10 +15,9 @@ import pytest
 import requests
 
 from tap_lms_unified.providers import kombo
-from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.shaping import parse_utc
-from tests.conftest import SANDBOX_API_KEY, TapRun, bookmark, run_tap
+from tests.conftest import SANDBOX_API_KEY, TapRun, bookmark, filter_value, run_tap
 
 LOOKBACK = timedelta(minutes=5)
 TENANTS = ("sandbox:acme", "sandbox:globex")
@@ -94,7 +93,7 @@ def _expected_filter(state: dict[str, t.Any], streams: t.Iterable[str], tenant: 
         if value is None:
             return None
         starts.append(parse_utc(value) - LOOKBACK)
-    return PROVIDERS["kombo"].incremental.value(min(starts))
+    return filter_value("kombo", min(starts))
 
 
 def _check_run(

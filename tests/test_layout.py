@@ -18,7 +18,6 @@ from singer_sdk.helpers import _typing as sdk_typing
 from singer_sdk.streams import _state as sdk_state
 
 from tap_lms_unified.providers import PROVIDERS
-
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "tap_lms_unified"

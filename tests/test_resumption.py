@@ -20,13 +20,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tap_lms_unified.providers import PROVIDERS
 from tap_lms_unified.sandbox import Fault, Sandbox
 from tap_lms_unified.shaping import utc_iso
 from tests.conftest import (
     KOMBO_STREAMS,
     KOMBO_TENANT,
     CliRun,
+    filter_value,
     kombo_config,
     primary_key,
     run_cli,
@@ -166,7 +166,7 @@ def test_rerun_of_a_completed_run_emits_only_the_lookback_overlap(sb, complete, 
     def start(stream: str) -> str:
         (bookmark,) = bookmark_values(state, stream)
         moment = datetime.fromisoformat(bookmark.replace("Z", "+00:00"))
-        return PROVIDERS["kombo"].incremental.value(moment - timedelta(minutes=LOOKBACK_MINUTES))
+        return filter_value("kombo", moment - timedelta(minutes=LOOKBACK_MINUTES))
 
     # one walk per pair, from the earlier start of the two
     walks = {

@@ -26,9 +26,12 @@ from singer_sdk import typing as th
 from tap_lms_unified.errors import UnreadableRecord
 from tap_lms_unified.paging import CursorPaging, Envelope
 from tap_lms_unified.provider import (
+    DATE_TIME,
     IncrementalFilter,
     Provider,
     RateLimitHeaders,
+    SchemaSource,
+    SpecSource,
     Tenancy,
 )
 from tap_lms_unified.shaping import json_type_name, utc_iso
@@ -39,6 +42,24 @@ if t.TYPE_CHECKING:
 
 SCHEMAS = SchemaDirectory(files("tap_lms_unified") / "schemas" / "kombo")
 COMMON_DATETIMES = ("changed_at", "remote_created_at", "remote_deleted_at")
+
+# Where the schemas come from (scripts/generate_schemas.py): the current spec, and the
+# legacy one whose users nest `progress[]`; records in `data.results[]`.
+CURRENT = "kombo/kombo-openapi.2026-05-01.api-evangelist.json"
+LEGACY = "kombo/kombo-openapi.2025-11-19.acaloiaro-0.0.1.json"
+RECORD = ("properties", "data", "properties", "results", "items")
+DELETED = {"_sdc_deleted_at": DATE_TIME}  # `remote_deleted_at`, for targets
+
+
+def model(path: str, *steps: str, spec: str = CURRENT) -> SpecSource:
+    return SpecSource(spec, path, RECORD + steps)
+
+
+def source(
+    *models: SpecSource, extras: Mapping[str, t.Any] = DELETED, **more: t.Any
+) -> SchemaSource:
+    # The spec types `integration_fields[].value` as null: it is really any JSON value.
+    return SchemaSource(models, extras, any_json=frozenset({"integration_fields[].value"}), **more)
 
 
 class KomboStream(LmsStream):
@@ -66,6 +87,7 @@ class UsersStream(KomboPairedStream):
     path = "/lms/users"
     partner = "progress"
     split_off = frozenset({"progress"})
+    schema_source = source(model("/lms/users"), model("/lms/users", spec=LEGACY))
 
 
 class ProgressStream(KomboPairedStream):
@@ -77,6 +99,16 @@ class ProgressStream(KomboPairedStream):
     primary_keys = ("progress_id",)
     replication_key = "user_changed_at"
     datetime_fields = ("enrollment_date", "completion_date", "user_changed_at", "_sdc_deleted_at")
+    schema_source = source(
+        model("/lms/users", "properties", "progress", "items", spec=LEGACY),
+        extras={
+            "user_id": {"type": ["string", "null"]},  # the parent user's id
+            "user_changed_at": DATE_TIME,  # the parent user's changed_at (replication key)
+            "_sdc_deleted_at": DATE_TIME,  # set when the parent user is deleted
+        },
+        # "Date when the user enrolled/completed": plain strings in the spec.
+        date_times=frozenset({"enrollment_date", "completion_date"}),
+    )
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         items = record.get("progress")
@@ -109,6 +141,7 @@ class CourseProgressionsStream(KomboStream):
 
     name = "course_progressions"
     path = "/lms/course-progressions"
+    schema_source = source(model("/lms/course-progressions"))
     datetime_fields = (*COMMON_DATETIMES, "enrolled_at", "completed_at")
 
 
@@ -119,6 +152,7 @@ class CoursesStream(KomboPairedStream):
     path = "/lms/courses"
     partner = "course_revisions"
     split_off = frozenset({"revisions"})
+    schema_source = source(model("/lms/courses"))
 
 
 class CourseRevisionsStream(KomboPairedStream):
@@ -131,6 +165,11 @@ class CourseRevisionsStream(KomboPairedStream):
     name = "course_revisions"
     path = "/lms/courses"
     partner = "courses"
+    # `course_id` is in the revision model already; it is added only if it disappears.
+    schema_source = source(
+        model("/lms/courses", "properties", "revisions", "items"),
+        extras={"course_id": {"type": ["string", "null"]}, **DELETED},
+    )
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         course_deleted = record.get("remote_deleted_at")
@@ -156,6 +195,7 @@ class SkillsStream(KomboStream):
 
     name = "skills"
     path = "/lms/skills"
+    schema_source = source(model("/lms/skills"))
 
 
 STREAMS: tuple[type[KomboStream], ...] = (
