@@ -240,7 +240,7 @@ class Converter:
         The non-null part is None when the spec does not constrain the value at all
         (`{}`), and `{"type": []}` when the spec allows nothing but null.
         """
-        node = self.spec.resolve(node)
+        node = self.flatten(node)
         nullable = bool(node.get("nullable"))
         siblings = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf", "nullable")}
         branches = node.get("anyOf") or node.get("oneOf")
@@ -281,14 +281,41 @@ class Converter:
             "type": _ordered(t for p in parts for t in p["type"]),
         }, nullable
 
+    def flatten(self, node: JsonSchema) -> JsonSchema:
+        """`node` resolved, with an `allOf` merged into it (its own keys win)."""
+        node = self.spec.resolve(node)
+        if "allOf" not in node:
+            return node
+        merged: JsonSchema = {}
+        for part in node["allOf"]:
+            merged = _deep_merge(merged, self.flatten(part))
+        return _deep_merge(merged, {k: v for k, v in node.items() if k != "allOf"})
+
+    def branch_types(self, node: JsonSchema) -> set[str]:
+        """The JSON types of a oneOf/anyOf's branches, nested ones included."""
+        node = self.flatten(node)
+        branches = node.get("oneOf") or node.get("anyOf")
+        if not branches:
+            return set(_types_of(node))
+        return {kind for branch in branches for kind in self.branch_types(branch)}
+
+    def any_value(self, node: JsonSchema) -> bool:
+        """A oneOf/anyOf of every JSON type (an open enum's `source_value`): any value."""
+        types = self.branch_types(node)
+        if "integer" in types:
+            types.add("number")
+        return {"string", "number", "boolean", "object", "array"} <= types
+
     def convert(self, node: JsonSchema, path: str, *, is_property: bool) -> JsonSchema:
         """Convert one spec (sub)schema found at `path` (`a.b`, `a[].b`) to ours."""
         if path in self.stream.source.any_json:
-            part, _ = self.split(node, path)
-            if part is not None and part["type"] not in ([], ["string"]):
-                raise self.fail(path, f"expected the spec's untyped/null value, got {part}")
+            if self.any_value(node):
+                raise self.fail(path, "any_json no longer needed: the spec allows any value")
+            self.used_overrides.add(f"any:{path}")
             return copy.deepcopy(ANY_JSON_VALUE)
 
+        if self.any_value(node):
+            return copy.deepcopy(ANY_JSON_VALUE)
         part, spec_nullable = self.split(node, path)
         nullable = is_property or spec_nullable
 
@@ -384,6 +411,7 @@ def merge_schemas(a: JsonSchema, b: JsonSchema, path: str) -> JsonSchema:
 def build_stream(stream: StreamDef, specs_dir: Path, cache: dict[str, Spec]) -> JsonSchema:
     properties: dict[str, JsonSchema] = {}
     dropped: set[str] = set()
+    used: set[str] = set()
     for source in stream.sources:
         if source.spec not in cache:
             if not (specs_dir / source.spec).is_file():
@@ -401,10 +429,16 @@ def build_stream(stream: StreamDef, specs_dir: Path, cache: dict[str, Spec]) -> 
                 merge_schemas(properties[name], ours, name) if name in properties else ours
             )
         converter.check_overrides_used()
+        used |= converter.used_overrides
+    unused = {f"any:{p}" for p in stream.source.any_json} - used
+    if unused:  # in any of the stream's models (a field may be in one version only)
+        raise SpecError(f"{stream.label}: any_json paths not found in the spec: {unused}")
     if stream.drop - dropped:
         raise SpecError(f"{stream.label}: split-off fields in no spec: {stream.drop - dropped}")
 
     for pk in stream.primary_keys:
+        if pk in stream.extras:  # the tenant field, part of the key: added below
+            continue
         if pk not in properties or properties[pk]["type"] != ["string", "null"]:
             raise SpecError(f"{stream.label}: primary key {pk!r} missing or not a string")
         properties[pk] = {"type": ["string"]}

@@ -211,9 +211,12 @@ class SdkStream(RESTStream[t.Any]):
                         manager.is_flushed = False
                         if incremental:
                             # Unsorted streams keep the greatest value seen: a record that
-                            # cannot raise it leaves the state as it is (the SDK's would too).
+                            # cannot raise it leaves the state as it is (the SDK's would too;
+                            # for a null it would only log a warning, each time).
                             bookmark = record.get(key) if key else None
-                            if type(bookmark) is not str or high is None or bookmark > high:
+                            if bookmark is None:
+                                self.null_bookmarks += 1
+                            elif type(bookmark) is not str or high is None or bookmark > high:
                                 self._increment_stream_state(record, context=current)
                                 if type(bookmark) is str:
                                     high = bookmark
@@ -231,7 +234,17 @@ class SdkStream(RESTStream[t.Any]):
                     self._finalize_state(self.get_context_state(current))
         self._finalize_state(self.stream_state)
         self._write_state_message()
+        if self.null_bookmarks:
+            self.logger.warning(
+                "Stream %s: %d records without %s: their changes are not seen by an "
+                "incremental run, only by a full-table one.",
+                self.name,
+                self.null_bookmarks,
+                key,
+            )
 
+    #: Records of this sync without a bookmark value (the SDK warns about each).
+    null_bookmarks = 0
     #: (table version, monotonic time until which it is current, bytes) of RECORD lines.
     _record_suffix: tuple[int | None, float, bytes] = (None, 0.0, b"")
     #: How long one `time_extracted` stamps RECORDs (the SDK stamps each with its own).

@@ -55,11 +55,17 @@ def model(path: str, *steps: str, spec: str = CURRENT) -> SpecSource:
     return SpecSource(spec, path, RECORD + steps)
 
 
+#: The spec types `integration_fields[].value` as null: it is really any JSON value.
+ANY_VALUE = frozenset({"integration_fields[].value"})
+
+
 def source(
-    *models: SpecSource, extras: Mapping[str, t.Any] = DELETED, **more: t.Any
+    *models: SpecSource,
+    extras: Mapping[str, t.Any] = DELETED,
+    any_json: frozenset[str] = frozenset(),
+    date_times: frozenset[str] = frozenset(),
 ) -> SchemaSource:
-    # The spec types `integration_fields[].value` as null: it is really any JSON value.
-    return SchemaSource(models, extras, any_json=frozenset({"integration_fields[].value"}), **more)
+    return SchemaSource(models, extras, any_json=any_json, date_times=date_times)
 
 
 class KomboStream(LmsStream):
@@ -87,7 +93,9 @@ class UsersStream(KomboPairedStream):
     path = "/lms/users"
     partner = "progress"
     split_off = frozenset({"progress"})
-    schema_source = source(model("/lms/users"), model("/lms/users", spec=LEGACY))
+    schema_source = source(
+        model("/lms/users"), model("/lms/users", spec=LEGACY), any_json=ANY_VALUE
+    )
 
 
 class ProgressStream(KomboPairedStream):
@@ -152,7 +160,7 @@ class CoursesStream(KomboPairedStream):
     path = "/lms/courses"
     partner = "course_revisions"
     split_off = frozenset({"revisions"})
-    schema_source = source(model("/lms/courses"))
+    schema_source = source(model("/lms/courses"), any_json=ANY_VALUE)
 
 
 class CourseRevisionsStream(KomboPairedStream):
@@ -169,6 +177,7 @@ class CourseRevisionsStream(KomboPairedStream):
     schema_source = source(
         model("/lms/courses", "properties", "revisions", "items"),
         extras={"course_id": {"type": ["string", "null"]}, **DELETED},
+        any_json=ANY_VALUE,
     )
 
     def rows(self, record: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
@@ -195,7 +204,7 @@ class SkillsStream(KomboStream):
 
     name = "skills"
     path = "/lms/skills"
-    schema_source = source(model("/lms/skills"))
+    schema_source = source(model("/lms/skills"), any_json=ANY_VALUE)
 
 
 STREAMS: tuple[type[KomboStream], ...] = (
